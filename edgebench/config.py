@@ -1,0 +1,281 @@
+"""Experiment files: TOML read into frozen dataclasses, validated with clear errors.
+
+    >>> exp = load_experiment("experiment.toml")      # or demo_experiment()
+    >>> exp.variants[0].name
+    'int8'
+
+An unknown key is an error that names it and the nearest valid key; a wrong type or an
+impossible value names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgebench.errors import ConfigError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEMO_PATH = Path(__file__).with_name("demo.toml")
+
+
+def read_toml(path: str | Path, what: str = "file") -> dict:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a simple type hint; ints are accepted where floats are."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _check_type(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a valid {_hint_name(hint)}")
+    if hint is Any:
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {value!r}")
+    return value
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def build(cls: type, table: dict, where: str) -> Any:
+    """Make the frozen dataclass `cls` from a TOML table, with clear errors.
+
+    Nested dataclass fields are built from sub-tables; `where` prefixes every message.
+    """
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, fields)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = build(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key {missing[0]!r}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def require(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ok; for __post_init__ checks."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def choice(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(allowed)}{did_you_mean(value, allowed)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    factory: str = "demo_cnn"
+    weights: str | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.weights is not None:
+            require(Path(self.weights).expanduser().is_file(), f"weights = {self.weights!r}: file not found")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "digits"
+    image_size: int | None = None
+    grayscale: bool = True
+    test_fraction: float = 0.2
+    calibration_size: int = 128
+
+    def __post_init__(self):
+        require(0 < self.test_fraction < 1, f"test_fraction = {self.test_fraction}: must be between 0 and 1")
+        require(self.calibration_size > 0, "calibration_size must be positive")
+        require(self.image_size is None or self.image_size >= 4, "image_size must be at least 4")
+        if self.source != "digits":
+            require(Path(self.source).expanduser().exists(),
+                    f"source = {self.source!r}: no such file or folder (use \"digits\", a .npz file or an image folder)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    threads: int = 2
+
+    def __post_init__(self):
+        require(self.epochs >= 0, "epochs must be >= 0")
+        require(self.lr > 0, "lr must be positive")
+        require(self.batch_size > 0, "batch_size must be positive")
+        choice(self.optimizer, ("sgd", "adam"), "optimizer")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    targets: tuple[str, ...] = ("local",)
+    runtimes: tuple[str, ...] = ("onnxruntime", "tflite")
+    threads: int = 1
+    warmup: int = 20
+    min_runs: int = 200
+    min_seconds: float = 1.0
+    max_seconds: float = 30.0
+    timeout_s: float = 300.0
+
+    def __post_init__(self):
+        for r in self.runtimes:
+            choice(r, ("onnxruntime", "tflite"), "runtimes")
+        require(self.threads >= 1, "threads must be >= 1")
+        require(self.min_runs >= 1, "min_runs must be >= 1")
+        require(self.timeout_s > 0, "timeout_s must be positive")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    steps: tuple = ()  # of step objects from edgebench.compress
+
+    @property
+    def parent(self) -> str | None:
+        return None if not self.steps else "baseline"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str = "experiment"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    variants: tuple[Variant, ...] = ()
+    source: str | None = None  # the file it came from
+
+    def to_dict(self) -> dict:
+        """The resolved experiment as plain data (for manifest.json)."""
+        out = dataclasses.asdict(self)
+        out["variants"] = [
+            {"name": v.name, "steps": [step_to_dict(s) for s in v.steps]} for v in self.variants
+        ]
+        return out
+
+
+def step_to_dict(step: Any) -> dict:
+    from edgebench.compress import method_name
+
+    return {"method": method_name(step), **dataclasses.asdict(step)}
+
+
+def parse_step(table: dict, where: str) -> Any:
+    from edgebench.compress import METHODS
+
+    if not isinstance(table, dict) or "method" not in table:
+        raise ConfigError(f"{where}: a step needs a method (one of {', '.join(sorted(METHODS))})")
+    params = dict(table)
+    method = params.pop("method")
+    if method not in METHODS:
+        raise ConfigError(f"{where}: unknown method {method!r}{did_you_mean(method, METHODS)}")
+    return build(METHODS[method], params, f"{where} ({method})")
+
+
+def parse_experiment(raw: dict, source: str | None = None) -> Experiment:
+    where = source or "experiment"
+    raw = dict(raw)
+    variants_raw = raw.pop("variant", [])
+    allowed = {f.name for f in dataclasses.fields(Experiment)} - {"variants", "source"} | {"variant"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}")
+    exp = build(Experiment, raw, where)
+    if not isinstance(variants_raw, list):
+        raise ConfigError(f"{where}: [[variant]] must be an array of tables")
+    variants, seen = [], {"baseline"}
+    for i, v in enumerate(variants_raw):
+        vw = f"{where}: variant[{i}]"
+        if not isinstance(v, dict):
+            raise ConfigError(f"{vw}: expected a table")
+        unknown = set(v) - {"name", "steps"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{vw}: unknown key {key!r}{did_you_mean(key, ['name', 'steps'])}")
+        name = v.get("name")
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"{vw}: needs a name usable as a folder name, got {name!r}")
+        if name in seen:
+            raise ConfigError(f"{vw}: variant name {name!r} is used twice (baseline is reserved)")
+        seen.add(name)
+        steps = v.get("steps", [])
+        if not isinstance(steps, list) or not steps:
+            raise ConfigError(f"{vw} ({name}): steps must be a non-empty list of {{method = ...}} tables")
+        variants.append(Variant(name, tuple(parse_step(s, f"{vw} ({name}).steps[{j}]") for j, s in enumerate(steps))))
+    return dataclasses.replace(exp, variants=tuple(variants), source=source)
+
+
+def load_experiment(path: str | Path | None = None) -> Experiment:
+    """Read an experiment file; None reads the built-in demo."""
+    path = Path(path) if path else DEMO_PATH
+    raw = read_toml(path, "experiment file")
+    # Relative paths in a file are relative to that file, not to the working directory.
+    for section, key, keep in (("model", "weights", None), ("data", "source", "digits")):
+        table = raw.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key] != keep:
+            p = Path(table[key]).expanduser()
+            table[key] = str(p if p.is_absolute() else path.parent / p)
+    return parse_experiment(raw, str(path))
+
+
+def demo_experiment() -> Experiment:
+    return load_experiment(DEMO_PATH)
