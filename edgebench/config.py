@@ -260,7 +260,15 @@ def parse_experiment(raw: dict, source: str | None = None) -> Experiment:
         steps = v.get("steps", [])
         if not isinstance(steps, list) or not steps:
             raise ConfigError(f"{vw} ({name}): steps must be a non-empty list of {{method = ...}} tables")
-        variants.append(Variant(name, tuple(parse_step(s, f"{vw} ({name}).steps[{j}]") for j, s in enumerate(steps))))
+        variant = Variant(name, tuple(parse_step(s, f"{vw} ({name}).steps[{j}]") for j, s in enumerate(steps)))
+        variants.append(variant)
+        # A step may ask for companion variants, e.g. distillation's same student trained
+        # without the teacher, so the gain shows on the chart.
+        for step in variant.steps:
+            for extra_name, extra_steps in getattr(step, "companions", lambda _: [])(variant):
+                if extra_name not in seen:
+                    seen.add(extra_name)
+                    variants.append(Variant(extra_name, tuple(extra_steps)))
     return dataclasses.replace(exp, variants=tuple(variants), source=source)
 
 

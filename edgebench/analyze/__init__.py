@@ -1,0 +1,271 @@
+"""Read a run's records into one table and find the Pareto front.
+
+    >>> df = load("results/20261128T181500Z-3fa9c1")          # or several dirs / .jsonl files
+    >>> df["on_front"] = pareto_front(df, ["accuracy", "size_bytes", "latency_ms.p50"])
+    >>> df.loc[df.on_front, ["variant", "target", "runtime", "latency_ms.p50"]]
+
+pandas is imported inside the functions so that `import edgebench.analyze` (and the CLI) stays
+fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgebench.errors import EdgebenchError, did_you_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The one table of metric directions: +1 higher is better, -1 lower is better.
+DIRECTIONS: dict[str, int] = {
+    "accuracy": +1,
+    "agreement": +1,
+    "size_bytes": -1,
+    "size_gzip_bytes": -1,
+    "weight_bytes": -1,
+    "params": -1,
+    "nonzero_params": -1,
+    "macs": -1,
+    "latency_ms.p50": -1,
+    "latency_ms.p90": -1,
+    "latency_ms.p99": -1,
+    "latency_ms.mean": -1,
+    "peak_rss_mb": -1,
+    "energy_mj.value": -1,
+    "logit_rel_err": -1,
+}
+# What "the front" means when nobody says otherwise: what a deployer trades against accuracy.
+FRONT_METRICS = ("accuracy", "size_bytes", "latency_ms.p50", "peak_rss_mb", "energy_mj.value")
+GROUP = ("target", "runtime")
+KEY = ("variant", "target", "runtime")
+# Columns every loaded table has, even when no record carries them (e.g. a run of errors).
+COLUMNS = (
+    "run_id", "variant", "parent", "method", "steps", "target", "runtime", "format", "status",
+    "error", "emulated", "precision", "size_bytes", "size_gzip_bytes", "weight_bytes", "params",
+    "nonzero_params", "macs", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99",
+    "latency_ms.mean", "latency_ms.n", "latency_samples_ms", "peak_rss_mb", "cpu_time_s",
+    "energy_mj.value", "energy_mj.model", "accuracy", "agreement", "logit_rel_err",
+    "machine.arch", "machine.cpu", "machine.runtime_version", "machine.threads",
+)  # fmt: skip
+
+
+def direction(metric: str) -> int:
+    """+1 if higher `metric` is better, -1 if lower is better."""
+    if metric not in DIRECTIONS:
+        raise EdgebenchError(f"no direction known for metric {metric!r}{did_you_mean(metric, DIRECTIONS)}")
+    return DIRECTIONS[metric]
+
+
+def records_path(run: str | Path) -> Path:
+    """The records.jsonl of a run directory, or the path itself if it is a file."""
+    path = Path(run).expanduser()
+    if path.is_dir():
+        path = path / "records.jsonl"
+    if not path.is_file():
+        raise EdgebenchError(f"no records found: {path} does not exist")
+    return path
+
+
+def read_records(run: str | Path) -> list[dict]:
+    """The record dicts of one run (a directory or a records.jsonl path)."""
+    path = records_path(run)
+    lines = path.read_text().splitlines()
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines):  # a run killed mid-write leaves a partial last line; keep the rest
+                continue
+            raise EdgebenchError(f"{path}:{i}: not a JSON record ({exc.msg})") from None
+    return records
+
+
+def read_manifest(run: str | Path) -> dict:
+    """The run's manifest.json, or {} when there is none (e.g. a bare records.jsonl)."""
+    path = Path(run).expanduser()
+    manifest = (path if path.is_dir() else path.parent) / "manifest.json"
+    try:
+        return json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def main_method(steps: Any) -> str:
+    """The method that names a variant's family in charts: its first step; 'baseline' if none."""
+    if isinstance(steps, list) and steps and isinstance(steps[0], dict):
+        return str(steps[0].get("method", "unknown"))
+    return "baseline"
+
+
+def describe_steps(steps: Any) -> str:
+    """'prune(ratio=0.5) → quantize(scheme=int8_static)' for tables."""
+    if not isinstance(steps, list) or not steps:
+        return "—"
+    parts = []
+    for step in steps:
+        params = ", ".join(f"{k}={v}" for k, v in step.items() if k != "method")
+        parts.append(f"{step.get('method', '?')}({params})")
+    return " → ".join(parts)
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts become dotted keys (`latency_ms.p50`); lists stay as they are."""
+    out: dict = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
+    """One row per record from one or several runs (directories or records.jsonl paths).
+
+    Nested fields are flattened (`latency_ms.p50`, `energy_mj.value`, `machine.arch`); the raw
+    latency samples stay a list column; `method` (the first step's method, or 'baseline') and
+    `run_dir` are added. Rows of several runs are told apart by `run_id`.
+    """
+    import pandas as pd
+
+    if isinstance(runs, (str, Path)):
+        runs = [runs]
+    rows = []
+    for run in runs:
+        path = records_path(run)
+        fallback_id = read_manifest(run).get("run_id") or path.parent.name
+        for record in read_records(path):
+            row = flatten(record)
+            row.setdefault("run_id", fallback_id)
+            row["run_dir"] = str(path.parent)
+            row["method"] = main_method(record.get("steps"))
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    for column in COLUMNS:
+        if column not in df.columns:
+            df[column] = None
+    df["emulated"] = df["emulated"].fillna(False).astype(bool)
+    df["status"] = df["status"].fillna("error")
+    for column in df.columns:
+        if column in DIRECTIONS or column.startswith(("latency_ms.", "energy_mj.")):
+            if column != "energy_mj.model" and df[column].dtype == object:
+                df[column] = pd.to_numeric(df[column], errors="coerce")
+    return df.reset_index(drop=True)
+
+
+def pareto_front(
+    df: pd.DataFrame,
+    metrics: Sequence[str] = FRONT_METRICS,
+    by: Sequence[str] | None = GROUP,
+    directions: dict[str, int] | None = None,
+) -> pd.Series:
+    """True for rows no other row of the same (target, runtime) group dominates.
+
+    A row dominates another when it is at least as good on every metric and better on one, so
+    rows equal on all metrics do not dominate each other (duplicates of a front point are all
+    on the front). Rows with status other than "ok" or a missing metric are never on it.
+    `directions` overrides the DIRECTIONS table (e.g. for a metric of your own).
+    """
+    import numpy as np
+    import pandas as pd
+
+    table = {**DIRECTIONS, **(directions or {})}
+    for metric in metrics:
+        if metric not in table:
+            raise EdgebenchError(f"no direction known for metric {metric!r}{did_you_mean(metric, table)}")
+    front = pd.Series(False, index=df.index, name="on_front")
+    if df.empty or not metrics:
+        return front
+    values = df[list(metrics)].apply(pd.to_numeric, errors="coerce")
+    ok = values.notna().all(axis=1)
+    if "status" in df.columns:
+        ok &= df["status"].eq("ok")
+    # Every metric turned into "lower is better".
+    cost = values.to_numpy(dtype=float) * -np.array([table[m] for m in metrics], dtype=float)
+    groups = df[ok].groupby(list(by), dropna=False).indices if by else {None: np.flatnonzero(ok)}
+    ok_positions = np.flatnonzero(ok)
+    for positions in groups.values():
+        rows = ok_positions[positions] if by else positions
+        front.iloc[rows] = _non_dominated(cost[rows])
+    return front
+
+
+def _non_dominated(cost: Any) -> Any:
+    """Boolean mask of the rows of `cost` (n × m, lower is better) that nothing dominates."""
+    import numpy as np
+
+    n = len(cost)
+    dominated = np.zeros(n, dtype=bool)
+    step = max(1, 2_000_000 // max(n * cost.shape[1], 1))  # bound the n × n × m temporaries
+    for start in range(0, n, step):
+        block = cost[start : start + step, None, :]
+        no_worse = (block <= cost[None, :, :]).all(axis=2)
+        better = (block < cost[None, :, :]).any(axis=2)
+        dominated |= (no_worse & better).any(axis=0)
+    return ~dominated
+
+
+def available_metrics(df: pd.DataFrame, metrics: Sequence[str] = FRONT_METRICS) -> list[str]:
+    """The metrics some ok row has a value for (a run without energy still gets a front)."""
+    ok = df[df["status"].eq("ok")] if "status" in df.columns else df
+    return [m for m in metrics if m in ok.columns and ok[m].notna().any()]
+
+
+def best_variants(df: pd.DataFrame, max_drop: float = 0.01) -> pd.DataFrame:
+    """Per (target, runtime): the fastest and the smallest ok variant whose accuracy is within
+    `max_drop` of the baseline's (all ok variants when there is no baseline or no accuracy)."""
+    import pandas as pd
+
+    rows = []
+    for (target, runtime), group in df[df["status"].eq("ok")].groupby(list(GROUP)):
+        base = group.loc[group["variant"].eq("baseline"), "accuracy"].dropna()
+        keep = group
+        if len(base) and group["accuracy"].notna().any():
+            keep = group[group["accuracy"] >= base.iloc[0] - max_drop - 1e-12]
+        row = {"target": target, "runtime": runtime, "fastest": None, "smallest": None}
+        if keep["latency_ms.p50"].notna().any():
+            row["fastest"] = keep.loc[keep["latency_ms.p50"].idxmin(), "variant"]
+        if keep["size_bytes"].notna().any():
+            row["smallest"] = keep.loc[keep["size_bytes"].idxmin(), "variant"]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["target", "runtime", "fastest", "smallest"])
+
+
+def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], markdown: bool = False) -> str:
+    """A plain-text (aligned) or GitHub-markdown table of already-formatted cells."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    if markdown:
+        def esc(c: str) -> str:
+            return c.replace("|", "\\|").replace("\n", " ")
+
+        lines = ["| " + " | ".join(esc(c) for c in cells[0]) + " |",
+                 "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells[1:]]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for a table: '—' for missing, thousands separators for big integers."""
+    import math
+
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        if float(value).is_integer() and abs(value) >= 1000:
+            return f"{int(value):,}"
+        return f"{value:.{digits}g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return str(value)

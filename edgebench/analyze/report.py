@@ -1,0 +1,230 @@
+"""`edgebench report RUN_DIR`: records.csv, plots, report.html and report.md of a run.
+
+    >>> write_reports("results/20261128T181500Z-3fa9c1")
+    [PosixPath('.../records.csv'), PosixPath('.../plots/accuracy_vs_size.png'), ...]
+
+report.html is one self-contained file (images embedded, no network, a small inline script to
+sort the table); report.md is for PR comments and CI step summaries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgebench.analyze import (
+    available_metrics,
+    best_variants,
+    describe_steps,
+    fmt,
+    format_table,
+    load,
+    pareto_front,
+    read_manifest,
+)
+from edgebench.energy import NO_METER_NOTE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+HELP = "redraw plots and write records.csv, report.html and report.md from a run's records"
+
+# (header, column, scale, digits): what the tables show, in the user's units.
+TABLE = (
+    ("variant", "variant", None, 0), ("steps", "steps_text", None, 0),
+    ("target", "target_text", None, 0), ("runtime", "runtime", None, 0),
+    ("size KB", "size_bytes", 1 / 1024, 4), ("gzip KB", "size_gzip_bytes", 1 / 1024, 4),
+    ("params", "params", 1, 0), ("MACs", "macs", 1, 0),
+    ("p50 ms", "latency_ms.p50", 1, 3), ("p90 ms", "latency_ms.p90", 1, 3),
+    ("peak RSS MB", "peak_rss_mb", 1, 3), ("energy mJ (est.)", "energy_mj.value", 1, 3),
+    ("accuracy %", "accuracy", 100, 4), ("agreement %", "agreement", 100, 4),
+    ("status", "status_text", None, 0),
+)  # fmt: skip
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a results/<run-id>/ folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    paths = write_reports(args.run_dir, log=(lambda *a: None) if quiet else print)
+    if getattr(args, "json", False):
+        print(json.dumps([str(p) for p in paths]))
+    return 0
+
+
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """The loaded table plus `on_front` and the text columns the reports show."""
+    df = df.copy()
+    metrics = available_metrics(df)
+    df["on_front"] = pareto_front(df, metrics) if metrics else False
+    df["steps_text"] = df["steps"].map(describe_steps)
+    df["target_text"] = df["target"].astype(str) + df["emulated"].map({True: " (emulated)", False: ""})
+    df["status_text"] = [s if s == "ok" else f"{s}: {e}" for s, e in zip(df["status"], df["error"])]
+    df.attrs["front_metrics"] = metrics
+    return df.sort_values(["target", "runtime", "latency_ms.p50"], na_position="last", kind="stable")
+
+
+def _cell(row: Any, column: str, scale: float | None, digits: int) -> tuple[str, Any]:
+    """(shown text, sort key) of one table cell."""
+    value = row[column]
+    if scale is None:
+        return str(value if value is not None else "—"), str(value)
+    try:
+        number = float(value) * scale
+    except (TypeError, ValueError):
+        return "—", None
+    if number != number:  # NaN
+        return "—", None
+    return (fmt(round(number)) if digits == 0 else fmt(number, digits)), number
+
+
+def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[Path]:
+    """Write records.csv, plots/, report.html and report.md into `run_dir`; return their paths."""
+    from edgebench.analyze.plots import write_plots
+
+    run = Path(run_dir).expanduser()
+    df = prepare(load(run))
+    manifest = read_manifest(run)
+    run_id = manifest.get("run_id") or (df["run_id"].dropna().iloc[0] if df["run_id"].notna().any() else run.name)
+    paths = [write_csv(df, run / "records.csv")]
+    log(f"wrote {paths[0]}")
+    plots = write_plots(df, run / "plots", str(run_id))
+    for p in plots:
+        log(f"wrote {p} (+ .svg)")
+    html_path = run / "report.html"
+    html_path.write_text(render_html(df, manifest, plots, str(run_id)), encoding="utf-8")
+    md_path = run / "report.md"
+    md_path.write_text(render_markdown(df, manifest, plots, str(run_id), run), encoding="utf-8")
+    log(f"wrote {html_path}\nwrote {md_path}")
+    return [*paths, *plots, html_path, md_path]
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """The flat table; raw latency samples stay in records.jsonl (they would swamp a CSV)."""
+    table = df.drop(columns=["latency_samples_ms", "steps_text", "target_text", "status_text",
+                             "run_dir"], errors="ignore").copy()
+    table["steps"] = table["steps"].map(lambda s: json.dumps(s) if isinstance(s, list) else "")
+    table.to_csv(path, index=False)
+    return path
+
+
+def _rows(df: pd.DataFrame) -> list[list[tuple[str, Any]]]:
+    return [[_cell(row, col, scale, digits) for _, col, scale, digits in TABLE]
+            for _, row in df.iterrows()]
+
+
+def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str, run: Path) -> str:
+    git = manifest.get("git") or {}
+    lines = [f"## edgebench run `{run_id}`", ""]
+    if git:
+        lines.append(f"commit `{git.get('commit', '?')}`{' (dirty)' if git.get('dirty') else ''} · "
+                     f"{_machine_line(manifest)}")
+        lines.append("")
+    rows = [["★" if front else ""] + [text for text, _ in cells]
+            for front, cells in zip(df["on_front"], _rows(df))]
+    lines.append(format_table(rows, ["front"] + [h for h, *_ in TABLE], markdown=True))
+    note = f"★ Pareto front per target/runtime over: {', '.join(df.attrs['front_metrics']) or '—'}."
+    if "energy_mj.value" in df.attrs["front_metrics"]:
+        note += f" ({NO_METER_NOTE} unless the energy model says RAPL.)"
+    lines += ["", note, ""]
+    best = best_variants(df)
+    if len(best):
+        lines += ["### Best variant per target/runtime", "",
+                  "Within 1 point of the baseline's accuracy: the fastest (p50) and the smallest.", ""]
+        lines.append(format_table(best.fillna("—").values.tolist(),
+                                  ["target", "runtime", "fastest", "smallest"], markdown=True))
+        lines.append("")
+    if plots:
+        lines += ["### Charts", ""]
+        lines += [f"- [{p.stem.replace('_', ' ')}]({p.relative_to(run).as_posix()})" for p in plots]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _machine_line(manifest: dict) -> str:
+    m = manifest.get("machine") or {}
+    parts = [m.get("cpu"), m.get("arch"), m.get("system"),
+             f"{m['cpu_count']} CPUs" if m.get("cpu_count") else None]
+    return ", ".join(str(p) for p in parts if p) or "machine unknown"
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:20px}h2{font-size:16px;margin-top:28px}
+table{border-collapse:collapse;font-size:12px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;
+text-align:right;white-space:nowrap}td.t,th.t{text-align:left}th{cursor:pointer;background:#f4f4f4;
+position:sticky;top:0}th.asc:after{content:" ▲"}th.desc:after{content:" ▼"}
+tr.front td{background:#fff7d6}tr.error td{color:#a00}td.err{white-space:normal;max-width:420px}
+img{max-width:100%;border:1px solid #eee;margin:8px 0}dl{display:grid;grid-template-columns:max-content auto;
+gap:2px 12px}dt{color:#666}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}
+"""
+# Sorts numerically on data-v (missing values last), else as text; no libraries, no network.
+SCRIPT = r"""
+document.querySelectorAll('table.sortable th').forEach(function(th){
+  th.addEventListener('click',function(){
+    var table=th.closest('table'),body=table.tBodies[0],i=+th.dataset.col;
+    var asc=!th.classList.contains('asc');
+    table.querySelectorAll('th').forEach(function(h){h.classList.remove('asc','desc')});
+    th.classList.add(asc?'asc':'desc');
+    var rows=Array.prototype.slice.call(body.rows);
+    rows.sort(function(a,b){
+      var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;
+      if(x===undefined||x===''){return 1}if(y===undefined||y===''){return -1}
+      var num=/^-?\d*\.?\d+(e[-+]?\d+)?$/i,c;
+      if(num.test(x)&&num.test(y)){c=parseFloat(x)-parseFloat(y)}else{c=x.localeCompare(y)}
+      return asc?c:-c});
+    rows.forEach(function(r){body.appendChild(r)});
+  });
+});
+"""
+
+
+def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str) -> str:
+    e = html.escape
+    git = manifest.get("git") or {}
+    facts = {
+        "run": run_id,
+        "commit": f"{git.get('commit', '—')}{' (dirty)' if git.get('dirty') else ''}",
+        "edgebench": manifest.get("edgebench", manifest.get("edgebench_version", "—")),
+        "machine": _machine_line(manifest),
+        "started": manifest.get("started", "—"),
+        "finished": manifest.get("finished", "—"),
+        "records": f"{len(df)} ({int(df['status'].ne('ok').sum())} errors)",
+        "front over": ", ".join(df.attrs["front_metrics"]) or "—",
+    }
+    head = [("★", True)] + [(h, col in ("variant", "steps_text", "target_text", "runtime", "status_text"))
+                            for h, col, *_ in TABLE]
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>edgebench report {e(run_id)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
+           f"<h1>edgebench report — run {e(run_id)}</h1>", "<dl>"]
+    out += [f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in facts.items()]
+    out += ["</dl>", "<h2>Variants</h2>",
+            "<p>★ on the Pareto front of its target/runtime. Click a header to sort. "
+            f"Energy is an estimate ({e(NO_METER_NOTE)}) unless its model says RAPL.</p>",
+            '<table class="sortable"><thead><tr>']
+    out += [f'<th data-col="{i}" class="{"t" if text else ""}">{e(h)}</th>' for i, (h, text) in enumerate(head)]
+    out.append("</tr></thead><tbody>")
+    for (_, row), cells in zip(df.iterrows(), _rows(df)):
+        css = "front" if row["on_front"] else ("error" if row["status"] != "ok" else "")
+        tds = [f'<td class="t" data-v="{1 if row["on_front"] else 0}">{"★" if row["on_front"] else ""}</td>']
+        for (text, key), (_, text_col) in zip(cells, head[1:]):
+            klass = ("t err" if text.startswith("error") else "t") if text_col else ""
+            sort = "" if key is None else (repr(key) if isinstance(key, float) else str(key))
+            tds.append(f'<td class="{klass}" data-v="{e(sort)}">{e(text)}</td>')
+        out.append(f'<tr class="{css}">{"".join(tds)}</tr>')
+    out.append("</tbody></table>")
+    for png in plots:
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        out += [f"<h2>{e(png.stem.replace('_', ' '))}</h2>",
+                f'<img alt="{e(png.stem)}" src="data:image/png;base64,{data}">']
+    config = json.dumps(manifest.get("experiment", {}), indent=2, default=str)
+    out += ["<h2>Experiment</h2>", f"<pre>{e(config)}</pre>", f"<script>{SCRIPT}</script>",
+            "</body>", "</html>"]
+    return "\n".join(out)

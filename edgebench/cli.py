@@ -1,0 +1,158 @@
+"""The `edgebench` command line. Heavy libraries are imported only by the command that runs.
+
+Each subcommand lives in a module with `add_arguments(parser)` and a main function; this file
+is the one table that names them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from edgebench import __version__
+from edgebench.errors import EdgebenchError
+
+# name: (module, help, add_arguments, main)
+COMMANDS = {
+    "run": ("edgebench.cli", "run the whole flow (no file: the built-in demo)", "add_run_arguments", "run_command"),
+    "init": ("edgebench.cli", "write the demo experiment as a file to edit", "add_init_arguments", "init_command"),
+    "compress": ("edgebench.cli", "only make and export the variants", "add_compress_arguments", "compress_command"),
+    "report": ("edgebench.analyze.report", "redraw plots and reports from a run's records", "add_arguments", "main"),
+    "check": ("edgebench.analyze.check", "regression gate: exit 0 pass, 1 regression, 2 bad input", "add_arguments", "main"),
+    "compare": ("edgebench.analyze.compare", "side-by-side table of two runs", "add_arguments", "main"),
+    "targets": ("edgebench.targets.command", "list target profiles and whether each is usable now", "add_arguments", "main"),
+    "sensitivity": ("edgebench.sensitivity", "accuracy drop per layer when only that layer is pruned/quantized", "add_arguments", "main"),
+}
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", nargs="?", help="experiment .toml (default: the built-in demo)")
+    p.add_argument("--targets", help="comma-separated profile names or .toml paths (overrides the experiment)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="folder for run folders (default: results)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run, skipping what is done")
+
+
+def add_compress_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment .toml")
+    p.add_argument("--out", type=Path, default=Path("results"))
+
+
+def add_init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", default="experiment.toml", help="where to write (default: experiment.toml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+def _log(args):
+    from edgebench.progress import Log
+
+    return Log(quiet=args.quiet or args.json)
+
+
+def run_command(args) -> int:
+    from edgebench.config import load_experiment
+    from edgebench.pipeline import run_experiment
+    from edgebench.records import read_records
+
+    exp = load_experiment(args.experiment)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+    if args.resume and not args.resume.is_dir():
+        raise EdgebenchError(f"--resume {args.resume}: no such run folder")
+    run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args))
+    records = read_records(run_dir / "records.jsonl")
+    failed = sum(r["status"] != "ok" for r in records)
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), "records": len(records), "errors": failed}))
+    elif not args.quiet:
+        print(summary_table(records))
+        print(f"\n{len(records)} records ({failed} errors) in {run_dir}/")
+        for name in ("report.md", "report.html", "records.jsonl"):
+            if (run_dir / name).exists():
+                print(f"  {run_dir / name}")
+    return 0
+
+
+def summary_table(records: list[dict]) -> str:
+    rows = [("variant", "target", "runtime", "size KB", "p50 ms", "accuracy", "agreement")]
+    for r in records:
+        if r["status"] != "ok":
+            rows.append((r["variant"], r["target"], r["runtime"], "-", "-", "error", (r["error"] or "")[:60]))
+            continue
+        size = f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "-"
+        acc = f"{r['accuracy'] * 100:.1f}%" if r.get("accuracy") is not None else "-"
+        agr = f"{r['agreement'] * 100:.1f}%" if r.get("agreement") is not None else "-"
+        rows.append((r["variant"], r["target"], r["runtime"], size, f"{r['latency_ms']['p50']:.3f}", acc, agr))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+def compress_command(args) -> int:
+    from edgebench.config import load_experiment
+    from edgebench.pipeline import compress_only
+
+    run_dir = compress_only(load_experiment(args.experiment), out=args.out, log=_log(args))
+    print(json.dumps({"run_dir": str(run_dir)}) if args.json else f"variants in {run_dir / 'variants'}/")
+    return 0
+
+
+def init_command(args) -> int:
+    from edgebench.config import DEMO_PATH
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        raise EdgebenchError(f"{path} exists; use --force to overwrite it")
+    path.write_text(DEMO_PATH.read_text())
+    print(f"wrote {path}: edit it, then `edgebench run {path}`")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def flags(default):
+        # The same flags before and after the subcommand; SUPPRESS keeps the subparser
+        # from overwriting a flag given before it.
+        p = argparse.ArgumentParser(add_help=False)
+        p.add_argument("--quiet", "-q", action="store_true", default=default, help="no progress output")
+        p.add_argument("--json", action="store_true", default=default, help="machine-readable output on stdout")
+        return p
+
+    common = flags(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(
+        prog="edgebench",
+        description="Which compressed variant of my model should I deploy on this device?",
+        parents=[flags(False)],
+    )
+    parser.add_argument("--version", action="version", version=f"edgebench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text, add, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        try:
+            getattr(importlib.import_module(module), add)(p)
+        except (ImportError, AttributeError):  # a command whose module is not there yet
+            p.set_defaults(missing=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module, _, _, fn = COMMANDS[args.command]
+    if getattr(args, "missing", None):
+        print(f"edgebench: error: {args.command} is not available in this build", file=sys.stderr)
+        return 2
+    try:
+        return int(getattr(importlib.import_module(module), fn)(args) or 0)
+    except EdgebenchError as exc:
+        print(f"edgebench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgebench: interrupted; records written so far are kept (use --resume RUN_DIR)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Export a variant to ONNX (one file, dynamic batch), quantize it for onnxruntime, verify it.
+
+    >>> export_onnx(model, data.x_test[:1], Path("model.onnx"))
+    >>> quantize_onnx(Path("model.onnx"), Path("int8.onnx"), "int8_static", data.x_calib)
+    >>> verify_onnx(Path("model.onnx"), model, data.x_test[:64])   # raises ExportError on mismatch
+
+Quantization that belongs to a runtime happens here, at export, from the calibration split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gzip
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.errors import ExportError
+
+ONNX_SCHEMES = ("fp32", "fp16", "int8_dynamic", "int8_static")
+# float32 exports must follow torch this closely (relative L2 error of logits).
+ONNX_FP32_TOLERANCE = 1e-4
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx and the quantizer print pages of progress; keep the terminal for ours."""
+    buf_out, buf_err = io.StringIO(), io.StringIO()
+    level = logging.root.level
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err):
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+            logging.root.setLevel(level)
+
+
+def export_onnx(model, sample: np.ndarray, path: Path) -> Path:
+    """Export `model` (not modified) to a single .onnx file with a dynamic batch dimension."""
+    import torch
+
+    model = copy.deepcopy(model).eval()
+    x = torch.from_numpy(np.ascontiguousarray(sample[:1]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        with _quiet():
+            torch.onnx.export(
+                model, (x,), str(path), dynamo=True, external_data=False,
+                input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: batch},), optimize=True,
+            )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - any exporter failure is the variant's error
+        msg = str(exc).strip().splitlines()
+        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {msg[0] if msg else ''}") from None
+    return path
+
+
+def _calibration_reader(name: str, calibration: np.ndarray):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+        def get_next(self):
+            row = next(self.rows, None)
+            return None if row is None else {name: row}
+
+    return Reader()
+
+
+def quantize_onnx(
+    src: Path,
+    dst: Path,
+    scheme: str,
+    calibration: np.ndarray | None = None,
+    per_channel: bool = False,
+    method: str = "minmax",
+) -> Path:
+    """Quantize a float .onnx for onnxruntime: fp16, int8 dynamic, or int8 static (QDQ).
+
+    `method` is the static calibration: "minmax", "percentile" or "entropy".
+    """
+    import onnx
+
+    if scheme == "fp32":
+        if src != dst:
+            dst.write_bytes(src.read_bytes())
+        return dst
+    try:
+        with _quiet():
+            if scheme == "fp16":
+                from onnxruntime.transformers.float16 import convert_float_to_float16
+
+                # Inputs and outputs stay float32 so callers feed the same arrays.
+                model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+                onnx.save(model, str(dst))
+            elif scheme == "int8_dynamic":
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8)
+            elif scheme == "int8_static":
+                from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+                from onnxruntime.quantization.shape_inference import quant_pre_process
+
+                if calibration is None or len(calibration) == 0:
+                    raise ExportError("int8_static needs calibration data")
+                pre = dst.with_suffix(".pre.onnx")
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+                calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                         "entropy": CalibrationMethod.Entropy}[method]  # fmt: skip
+                quantize_static(
+                    str(pre), str(dst), _calibration_reader(name, calibration),
+                    quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=calib,
+                    extra_options={"CalibMovingAverage": False},
+                )  # fmt: skip
+                pre.unlink(missing_ok=True)
+            else:
+                raise ExportError(f"unknown ONNX quantization scheme {scheme!r} (one of {', '.join(ONNX_SCHEMES)})")
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        msg = str(exc).strip().splitlines()
+        raise ExportError(f"onnxruntime {scheme} quantization failed: {type(exc).__name__}: {msg[0] if msg else ''}") from None
+    return dst
+
+
+def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + 64]})[0] for i in range(0, len(x), 64)])
+
+
+def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    """‖a − ref‖ / ‖ref‖ over all elements."""
+    return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-12))
+
+
+def verify_onnx(path: Path, model, x: np.ndarray, tolerance: float = ONNX_FP32_TOLERANCE) -> float:
+    """Compare a float ONNX export with torch on real inputs; ExportError if they differ."""
+    from edgebench.train import predict_logits
+
+    ref = predict_logits(model, x)
+    got = onnx_logits(path, x)
+    err = rel_err(got, ref)
+    if got.shape != ref.shape or not err <= tolerance:
+        raise ExportError(
+            f"ONNX export does not match torch: relative error {err:.2e} > {tolerance:.0e} on {len(x)} test inputs"
+        )
+    return err
+
+
+def artifact_sizes(path: Path) -> tuple[int, int]:
+    """(bytes, gzip bytes) of an artifact, counting an external-data side file if present."""
+    files = [path] + ([path.with_name(path.name + ".data")] if path.with_name(path.name + ".data").exists() else [])
+    blob = b"".join(f.read_bytes() for f in files)
+    return len(blob), len(gzip.compress(blob, compresslevel=9, mtime=0))
+
+
+def onnx_macs(path: Path) -> int:
+    """Multiply-accumulates of one batch-1 inference: Conv, ConvTranspose, Gemm, MatMul.
+
+    Works on float and QDQ graphs alike (QDQ keeps float Conv nodes between Q/DQ pairs;
+    QLinearConv/MatMulInteger and friends are counted too).
+    """
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    # Fix the batch to 1 so shapes are concrete.
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = 1
+    try:
+        model = shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - fall back to what shapes are known
+        pass
+    shapes: dict[str, list[int]] = {}
+    for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    # Map DequantizeLinear outputs back to their quantized weights' shapes.
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
+            shapes.setdefault(node.output[0], shapes[node.input[0]])
+
+    total = 0
+    for node in model.graph.node:
+        op = node.op_type
+        if op in ("Conv", "QLinearConv", "ConvInteger", "ConvTranspose"):
+            w_name = node.input[3] if op == "QLinearConv" else node.input[1]
+            out = shapes.get(node.output[0])
+            w = shapes.get(w_name)
+            if out and w and all(out) and all(w):
+                # out: N, Cout, H, W...; w: Cout, Cin/groups, k...
+                total += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif op in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
+            b_name = node.input[3] if op == "QLinearMatMul" else node.input[1]
+            out = shapes.get(node.output[0])
+            b = shapes.get(b_name)
+            if out and b and all(out) and all(b):
+                if op == "Gemm":
+                    k = b[-1] if _attr(node, "transB") else b[0]
+                else:
+                    k = b[-2] if len(b) >= 2 else b[0]
+                total += int(np.prod(out)) * int(k)
+    return total
+
+
+def _attr(node, name: str, default=0):
+    for a in node.attribute:
+        if a.name == name:
+            return a.i
+    return default

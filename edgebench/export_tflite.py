@@ -1,0 +1,327 @@
+"""Export a PyTorch image classifier to a `.tflite` file with litert-torch, and check it.
+
+Four precision schemes, each one `.tflite` file with a float32 or int8 NCHW input of batch 1:
+
+- ``fp32``: plain conversion.
+- ``fp16``: weights stored as float16 and dequantized to float32 when the interpreter loads
+  (ai-edge-quantizer's float-casting recipe, which litert-torch applies after conversion).
+- ``int8_dynamic``: dynamic-range quantization: int8 per-channel weights, float activations
+  quantized on the fly inside conv/linear kernels (PT2E dynamic config).
+- ``int8_static``: full-integer PT2E quantization calibrated on `calibration` (the same split
+  the ONNX int8 variant uses); input and output tensors are int8, which the runner
+  (de)quantizes with each tensor's scale and zero point.
+
+Example::
+
+    path = export_tflite(model, x[:1], Path("model.tflite"), "int8_static", calibration=x_cal)
+    verify_tflite(path, model, x_test)  # {"max_abs_diff": ..., "logit_rel_err": ..., ...}
+
+torch and litert-torch are imported inside the functions so `edgebench --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgebench.errors import ExportError, did_you_mean
+
+if TYPE_CHECKING:
+    import torch
+
+SCHEMES = ("fp32", "fp16", "int8_dynamic", "int8_static")
+INSTALL_HINT = "install edgebench[tflite] (pip install litert-torch ai-edge-litert)"
+# Calibration runs in batches when the model exports with a dynamic batch dimension;
+# PT2E's histogram observers cost ~20 ms per call, so batch-1 calibration is 30x slower.
+CALIBRATION_BATCH = 32
+
+log = logging.getLogger(__name__)
+
+
+def export_tflite(
+    model: torch.nn.Module,
+    sample: np.ndarray,
+    path: Path,
+    scheme: str = "fp32",
+    calibration: np.ndarray | None = None,
+    *,
+    per_channel: bool = True,
+) -> Path:
+    """Convert `model` (float32 NCHW in, logits out) to a `.tflite` file at `path`.
+
+    `sample` is one input of shape (1, C, H, W); the file has that static input shape.
+    `calibration` (N, C, H, W) is required for ``int8_static`` and ignored otherwise.
+    `per_channel` picks per-channel (default) or per-tensor int8 weights.
+    The model is not modified. Any failure raises `ExportError` with a one-line reason;
+    a missing litert-torch raises ``ExportError("unavailable: ...")``.
+
+    >>> export_tflite(model, x[:1], Path("m.tflite"), "int8_dynamic")  # doctest: +SKIP
+    PosixPath('m.tflite')
+    """
+    if scheme not in SCHEMES:
+        raise ExportError(f'unknown TFLite scheme "{scheme}"{did_you_mean(scheme, SCHEMES)}')
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    if sample.ndim != 4 or sample.shape[0] != 1:
+        raise ExportError(f"TFLite export needs a (1, C, H, W) sample, got shape {sample.shape}")
+    if scheme == "int8_static":
+        if calibration is None or len(calibration) == 0:
+            raise ExportError("int8_static needs calibration inputs (the ONNX int8 split)")
+        calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+        if calibration.shape[1:] != sample.shape[1:]:
+            raise ExportError(
+                f"calibration shape {calibration.shape[1:]} differs from sample {sample.shape[1:]}"
+            )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    notes: list[str] = []  # logged once the converter's output is no longer redirected
+    with _quiet() as captured:
+        try:
+            import litert_torch  # noqa: F401 - imported here so a missing extra is one clear line
+            import torch
+        except ImportError as exc:
+            raise ExportError(f"unavailable: {INSTALL_HINT} ({exc})") from exc
+        try:
+            with _stage(scheme, "copying the model"):
+                model = copy.deepcopy(model).eval()
+                example = torch.from_numpy(sample)
+            if scheme in ("fp32", "fp16"):
+                with _stage(scheme, "litert-torch conversion"):
+                    edge_model = _convert_float(model, example, scheme)
+            else:
+                edge_model = _convert_pt2e(model, example, scheme, calibration, per_channel, notes)
+            with _stage(scheme, "writing the file"):
+                edge_model.export(str(path))
+        except ExportError:
+            log.debug("litert-torch output:\n%s", captured.getvalue())
+            raise
+    seconds = time.perf_counter() - started
+    log.debug("litert-torch output:\n%s", captured.getvalue())
+    for note in notes:
+        log.warning("%s: %s", path.name, note)
+    _check_input_shape(path, sample.shape)
+    log.info("exported %s (%s, %d bytes) in %.1f s", path, scheme, path.stat().st_size, seconds)
+    return path
+
+
+@contextlib.contextmanager
+def _stage(scheme: str, name: str) -> Iterator[None]:
+    """Turn any failure inside into one `ExportError` line that says where it happened."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - converter failures come in every type
+        raise ExportError(f"TFLite {scheme} export failed in {name}: {_one_line(exc)}") from exc
+
+
+def _convert_float(model: torch.nn.Module, example: torch.Tensor, scheme: str) -> Any:
+    import litert_torch
+
+    quant_config = None
+    if scheme == "fp16":
+        # litert-torch has no fp16 flag of its own; its "generative" recipes drive
+        # ai-edge-quantizer on the converted flatbuffer, and the default recipe's regex
+        # matches every op, so it works on any model, not only generative ones.
+        from litert_torch.generative.quantize import quant_recipes
+
+        quant_config = quant_recipes.full_fp16_recipe()
+    return litert_torch.convert(model, (example,), quant_config=quant_config)
+
+
+def _convert_pt2e(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    scheme: str,
+    calibration: np.ndarray | None,
+    per_channel: bool,
+    notes: list[str],
+) -> Any:
+    import litert_torch
+    import torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    dynamic = scheme == "int8_dynamic"
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(
+            is_per_channel=per_channel, is_dynamic=dynamic
+        )
+    )
+    with _stage(scheme, "torch.export"):
+        graph, batched = _export_for_quantization(model, example, notes)
+    with _stage(scheme, "PT2E quantization"), torch.no_grad():
+        prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
+        if dynamic:
+            # Weight observers only record ranges once the graph has run.
+            prepared(example)
+        else:
+            step = CALIBRATION_BATCH if batched else 1
+            for start in range(0, len(calibration), step):
+                prepared(torch.from_numpy(calibration[start : start + step]))
+        quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    with _stage(scheme, "litert-torch conversion"):
+        # Converting with the batch-1 example gives a static (1, C, H, W) input tensor.
+        return litert_torch.convert(
+            quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)
+        )
+
+
+def _export_for_quantization(
+    model: torch.nn.Module, example: torch.Tensor, notes: list[str]
+) -> tuple[Any, bool]:
+    """Capture `model` for PT2E; return the graph module and whether its batch is dynamic.
+
+    Strict (dynamo) export first: only it records the `source_fn_stack` metadata that the
+    quantizer needs to annotate residual adds and pooling; with non-strict export those run
+    in float between DEQUANTIZE/QUANTIZE ops. A dynamic batch lets calibration run in batches.
+    """
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    attempts = [
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
+    errors = []
+    for strict, dynamic in attempts:
+        try:
+            if dynamic:
+                # A batch-1 example would specialize the dimension to 1; trace with two rows.
+                args = (torch.cat([example, example]),)
+                shapes: Any = ({0: batch},)
+            else:
+                args, shapes = (example,), None
+            exported = torch.export.export(model, args, dynamic_shapes=shapes, strict=strict)
+            if not strict:
+                notes.append(
+                    f"strict torch.export failed ({_one_line(errors[1], 120)}); captured"
+                    " non-strict, so residual adds and pools may stay float"
+                )
+            return exported.module(), dynamic
+        except Exception as exc:  # noqa: BLE001 - try the next, more permissive capture
+            errors.append(exc)
+    raise errors[-1]
+
+
+def _check_input_shape(path: Path, shape: tuple[int, ...]) -> None:
+    """Fail now, not on the device, if the file does not take the sample's NCHW shape."""
+    interpreter = _interpreter(path)
+    got = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"])
+    if got != tuple(shape):
+        raise ExportError(f"{path.name} takes input shape {got}, expected {tuple(shape)}")
+
+
+def _interpreter(path: Path) -> Any:
+    try:
+        from ai_edge_litert import interpreter as litert
+    except ImportError as exc:
+        raise ExportError(f"unavailable: {INSTALL_HINT} ({exc})") from exc
+    try:
+        interp = litert.Interpreter(model_path=str(path), num_threads=1)
+        interp.allocate_tensors()
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"{path.name} does not load in ai-edge-litert: {_one_line(exc)}") from exc
+    return interp
+
+
+def verify_tflite(path: Path, model: torch.nn.Module, inputs: np.ndarray) -> dict[str, Any]:
+    """Run `inputs` (N, C, H, W) through the `.tflite` file and through torch; compare.
+
+    The file runs through the runner's own `TfliteModel`, so int8 inputs/outputs are
+    (de)quantized exactly as on a target. Returns `max_abs_diff`, `logit_rel_err`
+    (‖tflite − torch‖ / ‖torch‖ over all logits), `agreement` (share of equal top-1),
+    `n`, and the file's `input_dtype` / `output_dtype`. Judging the numbers is the caller's.
+
+    >>> verify_tflite(Path("m.tflite"), model, x_test)["agreement"]  # doctest: +SKIP
+    1.0
+    """
+    import torch
+
+    from edgebench.runner import TfliteModel, Unavailable, predict_all
+
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    try:
+        tflite = TfliteModel(str(path), threads=1)
+    except Unavailable as exc:
+        raise ExportError(f"unavailable: {exc}") from exc
+    got = predict_all(tflite, inputs)
+    reference = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        want = reference(torch.from_numpy(inputs)).numpy().astype(np.float32)
+    want = want.reshape(len(inputs), -1)
+    if got.shape != want.shape:
+        raise ExportError(f"{Path(path).name} gives logits {got.shape}, torch gives {want.shape}")
+    diff = got - want
+    norm = float(np.linalg.norm(want))
+    return {
+        "max_abs_diff": float(np.abs(diff).max()) if diff.size else 0.0,
+        "logit_rel_err": float(np.linalg.norm(diff) / norm) if norm > 0 else float("nan"),
+        "agreement": float((got.argmax(axis=1) == want.argmax(axis=1)).mean()),
+        "n": len(inputs),
+        "input_dtype": np.dtype(tflite.input["dtype"]).name,
+        "output_dtype": np.dtype(tflite.output["dtype"]).name,
+    }
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception, prefixed with its type, at most `limit` chars."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[io.StringIO]:
+    """Collect the converter's chatter (C++ logs on fd 1/2, progress lines, warnings).
+
+    litert-torch prints progress per pass and absl/MLIR log to the raw file descriptors,
+    which `contextlib.redirect_*` cannot catch; the text is returned for debug logging.
+    The redirect is process-wide while it lasts.
+    """
+    collected = io.StringIO()
+    saved_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = (os.dup(1), os.dup(2))
+    with tempfile.TemporaryFile(mode="w+") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(collected),
+                contextlib.redirect_stderr(collected),
+            ):
+                warnings.simplefilter("ignore")
+                yield collected
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            if saved_env is None:
+                os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+            else:
+                os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved_env
+            sink.seek(0)
+            collected.write(sink.read())

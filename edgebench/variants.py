@@ -1,0 +1,177 @@
+"""Make each variant (a chain of compression steps) and export it to deployable artifacts.
+
+Writes `variants/<name>/model.onnx`, `model.tflite` and `variant.json` (parent, steps, params,
+sizes, MACs, export errors). A variant whose step or export fails is kept with its error, so
+its records say why; the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgebench.config import Experiment, Variant, step_to_dict
+from edgebench.errors import EdgebenchError
+
+FORMAT_OF = {"onnxruntime": "onnx", "tflite": "tflite"}
+PRECISION_OF = {"fp32": "fp32", "fp16": "fp16", "int8_dynamic": "int8", "int8_static": "int8"}
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass
+class BuiltVariant:
+    """What the runners need of a variant: its artifacts and the facts records carry."""
+
+    name: str
+    dir: Path
+    info: dict = field(default_factory=dict)  # the content of variant.json
+
+    @property
+    def error(self) -> str | None:
+        return self.info.get("error")
+
+    def artifact(self, fmt: str) -> tuple[Path | None, str | None]:
+        """(path, None) when the format was exported, else (None, why not)."""
+        if self.error:
+            return None, self.error
+        art = self.info.get("artifacts", {}).get(fmt)
+        if art is None:
+            return None, f"no {fmt} artifact was made"
+        if art.get("error"):
+            return None, art["error"]
+        return self.dir / art["file"], None
+
+    def static_fields(self, fmt: str) -> dict:
+        art = self.info.get("artifacts", {}).get(fmt) or {}
+        return {
+            "parent": self.info.get("parent"),
+            "steps": self.info.get("steps", []),
+            "format": fmt,
+            "precision": self.info.get("precision"),
+            "size_bytes": art.get("size_bytes"),
+            "size_gzip_bytes": art.get("size_gzip_bytes"),
+            "params": self.info.get("params"),
+            "nonzero_params": self.info.get("nonzero_params"),
+            "weight_bytes": self.info.get("weight_bytes"),
+            "macs": self.info.get("macs"),
+            "torch_accuracy": self.info.get("torch_accuracy"),
+            **{k: v for k, v in self.info.get("notes", {}).items() if k not in ("steps",)},
+        }
+
+
+def export_scheme(variant: Variant) -> str:
+    """The quantization the exporters apply: that of the last step that names one."""
+    scheme = "fp32"
+    for step in variant.steps:
+        scheme = getattr(step, "export_scheme", None) or scheme
+    return scheme
+
+
+def _quantize_options(variant: Variant) -> dict:
+    for step in reversed(variant.steps):
+        if getattr(step, "export_scheme", None):
+            return {"per_channel": getattr(step, "per_channel", False), "method": getattr(step, "calibration", "minmax")}
+    return {}
+
+
+def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Path, formats: set[str], log) -> BuiltVariant:
+    """Apply the steps to a copy of the baseline, export it, write variant.json."""
+    from edgebench.compress import StepContext
+    from edgebench.export import artifact_sizes, export_onnx, onnx_macs, quantize_onnx, verify_onnx
+    from edgebench.models import count_params
+    from edgebench.train import evaluate
+
+    vdir = run_dir / "variants" / variant.name
+    vdir.mkdir(parents=True, exist_ok=True)
+    scheme = export_scheme(variant)
+    info: dict = {
+        "name": variant.name,
+        "parent": variant.parent,
+        "steps": [step_to_dict(s) for s in variant.steps],
+        "export_scheme": scheme,
+        "precision": PRECISION_OF[scheme],
+        "artifacts": {},
+        "timings_s": {},
+    }
+    ctx = StepContext(data=data, train=exp.train, seed=exp.seed, teacher=baseline, model_config=exp.model, log=log)
+    model = baseline
+    t0 = time.perf_counter()
+    try:
+        for step in variant.steps:
+            log(f"{variant.name}: {step.method} {json.dumps(step_to_dict(step))}")
+            model = step.apply(model, ctx)
+    except Exception as exc:  # noqa: BLE001 - a failing step is this variant's error, not the sweep's
+        reason = str(exc) if isinstance(exc, EdgebenchError) else f"{type(exc).__name__}: {exc}"
+        info["error"] = f"step failed: {reason}"
+        log(f"{variant.name}: {info['error']}")
+        _write_info(vdir, info)
+        return BuiltVariant(variant.name, vdir, info)
+    info["timings_s"]["steps"] = round(time.perf_counter() - t0, 2)
+    params, nonzero = count_params(model)
+    info.update(params=params, nonzero_params=nonzero, notes=ctx.notes)
+    info["weight_bytes"] = params * BYTES_PER_WEIGHT[info["precision"]]
+    info["torch_accuracy"] = evaluate(model, data.x_test, data.y_test)
+
+    t0 = time.perf_counter()
+    float_onnx = vdir / "float.onnx"
+    try:
+        export_onnx(model, data.x_test[:1], float_onnx)
+        verify_onnx(float_onnx, model, data.x_test[:128])
+        info["macs"] = onnx_macs(float_onnx)
+        if "onnx" in formats:
+            path = quantize_onnx(float_onnx, vdir / "model.onnx", scheme, data.x_calib, **_quantize_options(variant))
+            size, gz = artifact_sizes(path)
+            info["artifacts"]["onnx"] = {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz}
+    except EdgebenchError as exc:
+        info["artifacts"]["onnx"] = {"error": str(exc)}
+        log(f"{variant.name}: {exc}")
+    finally:
+        float_onnx.unlink(missing_ok=True)
+    info["timings_s"]["onnx"] = round(time.perf_counter() - t0, 2)
+
+    if "tflite" in formats:
+        t0 = time.perf_counter()
+        info["artifacts"]["tflite"] = _export_tflite(model, data, vdir / "model.tflite", scheme, log, variant.name)
+        info["timings_s"]["tflite"] = round(time.perf_counter() - t0, 2)
+    _write_info(vdir, info)
+    return BuiltVariant(variant.name, vdir, info)
+
+
+def _export_tflite(model, data, path: Path, scheme: str, log, name: str) -> dict:
+    from edgebench.export import artifact_sizes
+
+    try:
+        try:
+            from edgebench.export_tflite import export_tflite
+        except ImportError as exc:
+            raise EdgebenchError(f"unavailable: TFLite export is not installed ({exc})") from None
+        export_tflite(model, data.x_test[:1], path, scheme=scheme, calibration=data.x_calib)
+    except EdgebenchError as exc:
+        log(f"{name}: tflite: {exc}")
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001
+        log(f"{name}: tflite: {type(exc).__name__}: {exc}")
+        return {"error": f"TFLite export failed: {type(exc).__name__}: {exc}"}
+    size, gz = artifact_sizes(path)
+    return {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz}
+
+
+def _write_info(vdir: Path, info: dict) -> None:
+    tmp = vdir / "variant.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    tmp.replace(vdir / "variant.json")
+
+
+def load_variant(run_dir: Path, name: str) -> BuiltVariant | None:
+    """A variant already built in this run (for --resume), if its files are all there."""
+    vdir = run_dir / "variants" / name
+    path = vdir / "variant.json"
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    for art in info.get("artifacts", {}).values():
+        if art.get("file") and not (vdir / art["file"]).exists():
+            return None
+    return BuiltVariant(name, vdir, info)
