@@ -298,12 +298,14 @@ def _quiet() -> Iterator[io.StringIO]:
     collected = io.StringIO()
     saved_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved_fds = (os.dup(1), os.dup(2))
-    with tempfile.TemporaryFile(mode="w+") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
+    _flush()
+    with tempfile.TemporaryFile() as sink:
+        try:
+            saved_fds: tuple[int, ...] = (os.dup(1), os.dup(2))
+        except OSError:  # no fd 1/2 (a detached process): nothing to redirect
+            saved_fds = ()
+        for fd in (1, 2) if saved_fds else ():
+            os.dup2(sink.fileno(), fd)
         try:
             with (
                 warnings.catch_warnings(),
@@ -313,15 +315,19 @@ def _quiet() -> Iterator[io.StringIO]:
                 warnings.simplefilter("ignore")
                 yield collected
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved_fds[0], 1)
-            os.dup2(saved_fds[1], 2)
-            for fd in saved_fds:
-                os.close(fd)
+            _flush()
+            for fd, saved in zip((1, 2), saved_fds, strict=False):  # () when not redirected
+                os.dup2(saved, fd)
+                os.close(saved)
             if saved_env is None:
                 os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
             else:
                 os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved_env
             sink.seek(0)
-            collected.write(sink.read())
+            collected.write(sink.read().decode("utf-8", errors="replace"))
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()

@@ -17,7 +17,15 @@ import numpy as np
 
 from edgebench.config import Experiment
 from edgebench.errors import ConfigError
-from edgebench.records import RecordLog, latency_summary, make_record, new_run_id, repair_tail, write_csv, write_manifest
+from edgebench.records import (
+    RecordLog,
+    latency_summary,
+    make_record,
+    new_run_id,
+    repair_tail,
+    write_csv,
+    write_manifest,
+)
 from edgebench.targets import RunOptions, TargetProfile, load_targets, open_target
 from edgebench.variants import FORMAT_OF, BuiltVariant, build_variant, load_variant
 

@@ -194,7 +194,10 @@ def predict_all(model, x, batch_size: int = 64):
 
 def run(args: argparse.Namespace) -> dict:
     _pin_threads(args.threads)
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError as exc:
+        raise Unavailable("numpy is not installed (pip install numpy)") from exc
 
     started = time.perf_counter()
     data = np.load(args.data)

@@ -18,6 +18,7 @@ from edgebench.errors import EdgebenchError
 FORMAT_OF = {"onnxruntime": "onnx", "tflite": "tflite"}
 PRECISION_OF = {"fp32": "fp32", "fp16": "fp16", "int8_dynamic": "int8", "int8_static": "int8"}
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
+TFLITE_FP32_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -52,6 +53,7 @@ class BuiltVariant:
             "precision": self.info.get("precision"),
             "size_bytes": art.get("size_bytes"),
             "size_gzip_bytes": art.get("size_gzip_bytes"),
+            "export_rel_err": art.get("export_rel_err"),
             "params": self.info.get("params"),
             "nonzero_params": self.info.get("nonzero_params"),
             "weight_bytes": self.info.get("weight_bytes"),
@@ -118,12 +120,13 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     float_onnx = vdir / "float.onnx"
     try:
         export_onnx(model, data.x_test[:1], float_onnx)
-        verify_onnx(float_onnx, model, data.x_test[:128])
+        float_err = verify_onnx(float_onnx, model, data.x_test[:128])
         info["macs"] = onnx_macs(float_onnx)
         if "onnx" in formats:
             path = quantize_onnx(float_onnx, vdir / "model.onnx", scheme, data.x_calib, **_quantize_options(variant))
             size, gz = artifact_sizes(path)
-            info["artifacts"]["onnx"] = {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz}
+            info["artifacts"]["onnx"] = {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz,
+                                         "export_rel_err": float_err}  # fmt: skip
     except EdgebenchError as exc:
         info["artifacts"]["onnx"] = {"error": str(exc)}
         log(f"{variant.name}: {exc}")
@@ -133,21 +136,28 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
 
     if "tflite" in formats:
         t0 = time.perf_counter()
-        info["artifacts"]["tflite"] = _export_tflite(model, data, vdir / "model.tflite", scheme, log, variant.name)
+        info["artifacts"]["tflite"] = _export_tflite(
+            model, data, vdir / "model.tflite", scheme, _quantize_options(variant).get("per_channel", False), log, variant.name
+        )
         info["timings_s"]["tflite"] = round(time.perf_counter() - t0, 2)
     _write_info(vdir, info)
     return BuiltVariant(variant.name, vdir, info)
 
 
-def _export_tflite(model, data, path: Path, scheme: str, log, name: str) -> dict:
+def _export_tflite(model, data, path: Path, scheme: str, per_channel: bool, log, name: str) -> dict:
     from edgebench.export import artifact_sizes
 
     try:
         try:
-            from edgebench.export_tflite import export_tflite
+            from edgebench.export_tflite import export_tflite, verify_tflite
         except ImportError as exc:
             raise EdgebenchError(f"unavailable: TFLite export is not installed ({exc})") from None
-        export_tflite(model, data.x_test[:1], path, scheme=scheme, calibration=data.x_calib)
+        export_tflite(model, data.x_test[:1], path, scheme=scheme, calibration=data.x_calib, per_channel=per_channel)
+        check = verify_tflite(path, model, data.x_test[:128])
+        # A float export must follow torch; a mismatch is reported, never hidden.
+        if scheme == "fp32" and not check["logit_rel_err"] <= TFLITE_FP32_TOLERANCE:
+            raise EdgebenchError(f"TFLite export does not match torch: relative error {check['logit_rel_err']:.2e} "
+                                 f"> {TFLITE_FP32_TOLERANCE:.0e} on {check['n']} test inputs")
     except EdgebenchError as exc:
         log(f"{name}: tflite: {exc}")
         return {"error": str(exc)}
@@ -155,7 +165,8 @@ def _export_tflite(model, data, path: Path, scheme: str, log, name: str) -> dict
         log(f"{name}: tflite: {type(exc).__name__}: {exc}")
         return {"error": f"TFLite export failed: {type(exc).__name__}: {exc}"}
     size, gz = artifact_sizes(path)
-    return {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz}
+    return {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz,
+            "export_rel_err": check["logit_rel_err"], "export_agreement": check["agreement"]}
 
 
 def _write_info(vdir: Path, info: dict) -> None:

@@ -75,7 +75,7 @@ def demo_records(seed: int = 0) -> list[dict]:
     for target, runtime, speed, emulated in (("local", "onnxruntime", 0.08, False),
                                              ("local", "tflite", 0.11, False),
                                              ("qemu-aarch64", "onnxruntime", 55.0, True)):
-        for name, (steps, size, lat, acc) in VARIANTS.items():
+        for name, (_steps, size, lat, acc) in VARIANTS.items():
             if runtime == "tflite" and name == "cluster4":
                 out.append(make_record(name, target, runtime, status="error",
                                        error="ExportError: cluster palettes are not supported by litert-torch"))

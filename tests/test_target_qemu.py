@@ -20,13 +20,17 @@ from edgebench.targets.qemu import QemuTarget
 
 pytestmark = pytest.mark.qemu
 N_INPUTS = 48
+# Where `python -m edgebench.targets.qemu_rootfs` put the rootfs, read at import (collection),
+# before conftest's session fixture points EDGEBENCH_CACHE at a private folder: the ~265 MB
+# rootfs is reused across sessions instead of rebuilt in every one.
+PREPARED = qemu_rootfs.default_rootfs()
 
 
 @pytest.fixture(scope="module")
 def rootfs() -> Path:
     if not qemu_rootfs.qemu_binary():
         pytest.fail("qemu-aarch64-static is not installed: apt-get install qemu-user-static")
-    return qemu_rootfs.prepare(log=print)  # instant when CI prepared it
+    return qemu_rootfs.prepare(log=print, dest=PREPARED)  # instant when CI prepared it
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,7 @@ def tiny(tmp_path_factory) -> tuple:
 
 @pytest.fixture(scope="module")
 def qemu_target(rootfs) -> QemuTarget:
-    return QemuTarget(load_profile("qemu-aarch64"))
+    return QemuTarget(dataclasses.replace(load_profile("qemu-aarch64"), rootfs=str(rootfs)))
 
 
 def _options(target) -> RunOptions:
@@ -85,8 +89,11 @@ def _same_as_native(artifact: Path, data: Path, runtime: str, qemu_target: QemuT
     return emulated
 
 
-def test_rootfs_is_prepared_and_verified(rootfs):
+def test_rootfs_is_prepared_and_verified(rootfs, monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEBENCH_CACHE", str(rootfs.parent.parent))
     assert qemu_rootfs.rootfs_path() == rootfs
+    monkeypatch.setenv("EDGEBENCH_CACHE", str(tmp_path))
+    assert qemu_rootfs.rootfs_path() is None
     stamp = qemu_rootfs.read_stamp(rootfs)
     assert stamp["verified"]["arch"] == "aarch64"
     assert set(stamp["wheels"]) >= {"numpy", "onnxruntime", "ai-edge-litert"}
@@ -160,6 +167,30 @@ def test_half_built_rootfs_does_not_count(tmp_path, rootfs):
     (fake / "usr/bin").mkdir(parents=True)
     shutil.copy(rootfs / qemu_rootfs.PYTHON, fake / qemu_rootfs.PYTHON)
     assert qemu_rootfs.read_stamp(fake) is None
+
+
+def test_a_failed_build_leaves_nothing_that_counts(monkeypatch, tmp_path):
+    def half_build(work: Path, log) -> dict:
+        (work / "rootfs" / "usr/bin").mkdir(parents=True)
+        (work / "rootfs" / qemu_rootfs.PYTHON).write_text("")
+        raise qemu_rootfs.TargetError("verification failed: simulated")
+
+    monkeypatch.setattr(qemu_rootfs, "_check_host_tools", lambda: None)
+    monkeypatch.setattr(qemu_rootfs, "_build", half_build)
+    dest = tmp_path / "rootfs"
+    with pytest.raises(qemu_rootfs.TargetError, match="simulated"):
+        qemu_rootfs.prepare(log=lambda line: None, dest=dest)
+    assert not dest.exists() and qemu_rootfs.read_stamp(dest) is None
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # no build folder left behind
+
+
+def test_prepare_never_replaces_a_folder_it_did_not_build(tmp_path):
+    theirs = tmp_path / "my-rootfs"
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("mine")
+    with pytest.raises(qemu_rootfs.TargetError, match="not an edgebench rootfs"):
+        qemu_rootfs.prepare(log=lambda line: None, dest=theirs, force=True)
+    assert (theirs / "keep.txt").read_text() == "mine"
 
 
 def test_host_paths_shadowed_by_the_rootfs_are_copied_out(tmp_path):

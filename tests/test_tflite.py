@@ -202,7 +202,8 @@ def test_unconvertible_model_raises_one_line(tmp_path):
     with pytest.raises(ExportError) as caught:
         export_tflite(DataDependent(), sample, tmp_path / "m.tflite")
     message = str(caught.value)
-    assert message.startswith("TFLite fp32 export failed:")
+    assert message.startswith("TFLite fp32 export failed in litert-torch conversion:")
+    assert "data-dependent" in message  # the reason, not only a type name
     assert "\n" not in message and len(message) < 400
     assert not (tmp_path / "m.tflite").exists()
 

@@ -251,7 +251,7 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], markdown
         lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells[1:]]
         return "\n".join(lines)
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

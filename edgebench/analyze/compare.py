@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     rows = compare_runs(args.run_a, args.run_b, metrics)
     if getattr(args, "json", False):
-        print(json.dumps([{**r, "key": dict(zip(KEY, r["key"]))} for r in rows]))
+        print(json.dumps([{**r, "key": dict(zip(KEY, r["key"], strict=False))} for r in rows]))
         return 0
     table = [[str(r["key"][0]), f"{r['key'][1]}/{r['key'][2]}", r["metric"],
               r["note"] or fmt(r["a"], 4), "" if r["note"] else fmt(r["b"], 4),

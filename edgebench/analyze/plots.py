@@ -82,13 +82,18 @@ def _figure(n_panels: int, height: float = 4.2, width: float = 5.6):
     return fig, list(axes.flat[:n_panels])
 
 
-def _legend(fig: Any, methods: list[str], extra: list | None = None) -> None:
+def _legend(fig: Any, methods: list[str], extra: list | None = None) -> float:
+    """A legend under the panels, wrapped to the figure's width; returns the height it needs
+    as a fraction of the figure (for tight_layout's rect)."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=style(m)[0], marker=style(m)[1], linestyle="", markersize=8,
-                      label=m) for m in methods]
-    fig.legend(handles=handles + (extra or []), loc="lower center", ncol=min(len(handles) + 2, 8),
-               frameon=False, fontsize=9)
+                      label=m) for m in methods] + (extra or [])
+    width, height = fig.get_size_inches()
+    ncol = max(1, min(len(handles), int(width / 1.6)))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, fontsize=9)
+    rows = math.ceil(len(handles) / ncol)
+    return (0.3 * rows + 0.15) / height
 
 
 def _y(df: pd.DataFrame) -> tuple[str, str]:
@@ -116,7 +121,7 @@ def scatter_chart(df: pd.DataFrame, chart: Chart, run_id: str = "") -> Any:
     panels = _panels(df)
     fig, axes = _figure(len(panels))
     methods = []
-    for ax, (target, runtime) in zip(axes, panels):
+    for ax, (target, runtime) in zip(axes, panels, strict=False):
         every = df[(df["target"] == target) & (df["runtime"] == runtime)]
         rows = ok[(ok["target"] == target) & (ok["runtime"] == runtime)]
         title = _panel_title(df, target, runtime)
@@ -140,8 +145,8 @@ def scatter_chart(df: pd.DataFrame, chart: Chart, run_id: str = "") -> Any:
             color, marker = style(method)
             xs, ys = x[part.index], y[part.index]
             if chart.column == "latency_ms.p50":
-                err = [_whiskers(s, p) for s, p in zip(part["latency_samples_ms"], xs)]
-                ax.errorbar(xs, ys, xerr=list(zip(*err)), fmt="none", ecolor=color, alpha=0.6,
+                err = [_whiskers(s, p) for s, p in zip(part["latency_samples_ms"], xs, strict=False)]
+                ax.errorbar(xs, ys, xerr=list(zip(*err, strict=False)), fmt="none", ecolor=color, alpha=0.6,
                             capsize=3, lw=1)
             ax.scatter(xs, ys, c=color, marker=marker, s=200 if method == "baseline" else 60,
                        edgecolors="white", linewidths=0.6, zorder=3)
@@ -155,12 +160,12 @@ def scatter_chart(df: pd.DataFrame, chart: Chart, run_id: str = "") -> Any:
         ax.margins(x=0.18, y=0.15)
         ax._edgebench_points = (x.to_numpy(), y.to_numpy(), rows["variant"].astype(str).tolist())
     front_handle = Line2D([], [], color="#555", ls="--", label="Pareto front (this chart)")
-    _legend(fig, _ordered(methods), [front_handle])
+    bottom = _legend(fig, _ordered(methods), [front_handle])
     title = f"Accuracy vs {chart.label.split(' (')[0]}" + (f" — run {run_id}" if run_id else "")
     if chart.column.startswith("energy_mj") and not _all_measured(ok):
         title += f"\n{NO_METER_NOTE}"
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     for ax in axes:
         if hasattr(ax, "_edgebench_points"):
             place_labels(fig, ax, *ax._edgebench_points)
@@ -185,7 +190,7 @@ def place_labels(fig: Any, ax: Any, xs: Any, ys: Any, texts: list[str]) -> None:
     fig.canvas.draw()  # fix the layout and limits first: placement works in display pixels
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
-    pixels = ax.transData.transform(list(zip(xs, ys)))
+    pixels = ax.transData.transform(list(zip(xs, ys, strict=False)))
     markers = [Bbox.from_bounds(px - 5, py - 5, 10, 10) for px, py in pixels]
     taken: list[Any] = []
     near = [(7, 5, "left", "bottom"), (7, -5, "left", "top"), (-7, 5, "right", "bottom"),
@@ -225,7 +230,7 @@ def latency_chart(df: pd.DataFrame, run_id: str = "") -> Any:
     most = max([len(ok[(ok.target == t) & (ok.runtime == r)]) for t, r in panels] + [1])
     fig, axes = _figure(len(panels), height=max(2.4, 0.42 * most + 1.2), width=6.2)
     methods = []
-    for ax, (target, runtime) in zip(axes, panels):
+    for ax, (target, runtime) in zip(axes, panels, strict=False):
         rows = ok[(ok["target"] == target) & (ok["runtime"] == runtime)]
         rows = rows[rows["latency_samples_ms"].map(lambda s: isinstance(s, list) and len(s) > 0)]
         ax.set_title(_panel_title(df, target, runtime), fontsize=11)
@@ -243,7 +248,7 @@ def latency_chart(df: pd.DataFrame, run_id: str = "") -> Any:
             box = ax.boxplot(list(rows["latency_samples_ms"]), orientation="horizontal", **options)
         except TypeError:
             box = ax.boxplot(list(rows["latency_samples_ms"]), vert=False, **options)
-        for patch, method in zip(box["boxes"], rows["method"]):
+        for patch, method in zip(box["boxes"], rows["method"], strict=False):
             patch.set_facecolor(style(method)[0])
             patch.set_alpha(0.75)
             methods.append(method)
@@ -251,10 +256,10 @@ def latency_chart(df: pd.DataFrame, run_id: str = "") -> Any:
         low, high = min(min(s) for s in rows["latency_samples_ms"]), max(max(s) for s in rows["latency_samples_ms"])
         if high > 20 * max(low, 1e-9):
             ax.set_xscale("log")
-    _legend(fig, _ordered(methods))
+    bottom = _legend(fig, _ordered(methods))
     fig.suptitle("Latency distribution of the raw samples (box: p25–p75, whiskers: p1–p99)"
                  + (f" — run {run_id}" if run_id else ""), fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 

@@ -66,7 +66,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["on_front"] = pareto_front(df, metrics) if metrics else False
     df["steps_text"] = df["steps"].map(describe_steps)
     df["target_text"] = df["target"].astype(str) + df["emulated"].map({True: " (emulated)", False: ""})
-    df["status_text"] = [s if s == "ok" else f"{s}: {e}" for s, e in zip(df["status"], df["error"])]
+    df["status_text"] = [s if s == "ok" else f"{s}: {e}" for s, e in zip(df["status"], df["error"], strict=False)]
     df.attrs["front_metrics"] = metrics
     return df.sort_values(["target", "runtime", "latency_ms.p50"], na_position="last", kind="stable")
 
@@ -128,7 +128,7 @@ def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id:
                      f"{_machine_line(manifest)}")
         lines.append("")
     rows = [["★" if front else ""] + [text for text, _ in cells]
-            for front, cells in zip(df["on_front"], _rows(df))]
+            for front, cells in zip(df["on_front"], _rows(df), strict=False)]
     lines.append(format_table(rows, ["front"] + [h for h, *_ in TABLE], markdown=True))
     note = f"★ Pareto front per target/runtime over: {', '.join(df.attrs['front_metrics']) or '—'}."
     if "energy_mj.value" in df.attrs["front_metrics"]:
@@ -211,10 +211,10 @@ def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str
             '<table class="sortable"><thead><tr>']
     out += [f'<th data-col="{i}" class="{"t" if text else ""}">{e(h)}</th>' for i, (h, text) in enumerate(head)]
     out.append("</tr></thead><tbody>")
-    for (_, row), cells in zip(df.iterrows(), _rows(df)):
+    for (_, row), cells in zip(df.iterrows(), _rows(df), strict=False):
         css = "front" if row["on_front"] else ("error" if row["status"] != "ok" else "")
         tds = [f'<td class="t" data-v="{1 if row["on_front"] else 0}">{"★" if row["on_front"] else ""}</td>']
-        for (text, key), (_, text_col) in zip(cells, head[1:]):
+        for (text, key), (_, text_col) in zip(cells, head[1:], strict=False):
             klass = ("t err" if text.startswith("error") else "t") if text_col else ""
             sort = "" if key is None else (repr(key) if isinstance(key, float) else str(key))
             tds.append(f'<td class="{klass}" data-v="{e(sort)}">{e(text)}</td>')

@@ -1,7 +1,6 @@
 """The local target: the runner in a fresh subprocess of this machine's Python.
 
-Peak memory comes from `os.wait4` on the runner process (ru_maxrss of that child alone),
-not from polling.
+Peak memory is the runner process's VmHWM (the kernel's high-water mark), not polling.
 """
 
 from __future__ import annotations
@@ -15,7 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgebench.targets import RUNNER_PATH, RunOptions, TargetProfile, TargetStatus, parse_runner_output
+from edgebench.targets import (
+    RUNNER_PATH,
+    RunOptions,
+    TargetProfile,
+    TargetStatus,
+    parse_runner_output,
+)
 
 
 def run_process(argv: list[str], timeout_s: float, env: dict | None = None) -> tuple[int, str, str, float | None]:
@@ -73,8 +78,11 @@ class LocalTarget:
         result = parse_runner_output(stdout, code, stderr)
         if "timed out" in stderr and result.get("status") != "ok":
             result = {"status": "error", "error": f"runner timed out after {options.timeout_s:g} s"}
-        if result.get("status") == "ok":
-            result["peak_rss_mb"] = rss  # wait4 on the child: the whole process, from outside
+        # Peak memory is the runner's own VmHWM. wait4's ru_maxrss is not used: Linux carries
+        # the parent's peak RSS over fork into the child, so a runner started by an edgebench
+        # process holding torch (~900 MB) would report that instead of its own ~75 MB.
+        if result.get("status") == "ok" and result.get("peak_rss_mb") is None:
+            result["peak_rss_mb"] = rss
         if self.profile.cooldown_s:
             time.sleep(self.profile.cooldown_s)
         return result

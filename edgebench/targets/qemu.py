@@ -34,9 +34,9 @@ from edgebench.targets import (
 )
 from edgebench.targets.local import run_process, runner_env
 
-PREPARE_HINT = "edgebench targets --prepare qemu-aarch64 (or: python -m edgebench.targets.qemu_rootfs)"
+PREPARE_HINT = "`edgebench targets --prepare qemu-aarch64` (or: python -m edgebench.targets.qemu_rootfs)"
+REBUILD_HINT = "python -m edgebench.targets.qemu_rootfs --force"
 QEMU_HINT = "apt-get install qemu-user-static"
-VERSION_KEYS = {"onnxruntime": "onnxruntime", "tflite": "tflite"}
 
 
 class QemuTarget:
@@ -58,7 +58,10 @@ class QemuTarget:
         if not qemu_rootfs.qemu_binary():
             return f"qemu-aarch64-static is not installed: {QEMU_HINT}"
         rootfs = self.rootfs()
-        if not qemu_rootfs.read_stamp(rootfs):
+        # A rootfs the user built and named in the profile has no stamp; it is used as it is
+        # (check() probes it). The cache's counts only once a verified build stamped it.
+        own = self.profile.rootfs and (rootfs / qemu_rootfs.PYTHON).is_file()
+        if not (own or qemu_rootfs.read_stamp(rootfs)):
             where = f"`rootfs` in {self.profile.path}" if self.profile.rootfs else "the edgebench cache"
             return f"no prepared aarch64 rootfs at {rootfs} ({where}): run {PREPARE_HINT}"
         return None
@@ -115,7 +118,7 @@ class QemuTarget:
             facts = qemu_rootfs.probe(rootfs)
         except TargetError as exc:
             status.problems.append(f"the rootfs at {rootfs} does not start under qemu ({exc}): "
-                                   f"rebuild it with {PREPARE_HINT} --force")
+                                   f"rebuild it with {REBUILD_HINT}")
             return status
         status.reachable = facts.get("arch") == "aarch64"
         if not status.reachable:
@@ -124,10 +127,9 @@ class QemuTarget:
                           "emulated": True, "emulator": f"qemu-aarch64 {qemu_rootfs.qemu_version()}",
                           "rootfs": str(rootfs)}
         for runtime in self.profile.runtimes:
-            status.runtimes[runtime] = facts.get(VERSION_KEYS.get(runtime, runtime))
+            status.runtimes[runtime] = facts.get(runtime)  # the probe's keys are runtime names
             if status.runtimes[runtime] is None:
-                status.problems.append(f"{runtime} is not in the rootfs: rebuild it with "
-                                       f"{PREPARE_HINT} --force")
+                status.problems.append(f"{runtime} is not in the rootfs: rebuild it with {REBUILD_HINT}")
         return status
 
     def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> Path:

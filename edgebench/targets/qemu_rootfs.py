@@ -165,6 +165,10 @@ def prepare(log: Log = print, force: bool = False, dest: Path | None = None) -> 
         if not force and read_stamp(dest):
             log(f"qemu-aarch64 rootfs: ready at {dest} (use --force to rebuild)")
             return dest
+        if dest.is_dir() and any(dest.iterdir()) and not (dest / STAMP).exists():
+            # Not ours (no stamp ever written there): a rebuild would delete someone's folder.
+            raise TargetError(f"{dest} exists and is not an edgebench rootfs: remove it or "
+                              "choose another path")
         _check_host_tools()
         for stale in dest.parent.glob(f".{dest.name}.build-*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted build

@@ -1,0 +1,243 @@
+"""Pruning: unstructured magnitude pruning (sparse weights) or structured channel pruning.
+
+`kind = "unstructured"` zeroes the smallest-magnitude weights of every Conv/Linear layer
+(Han et al., "Learning both Weights and Connections", NeurIPS 2015), then fine-tunes with the
+mask re-applied after every optimizer step. The returned model stores real zeros, so the
+exported file shows the gain in `nonzero_params` and `size_gzip_bytes` (not in latency: dense
+kernels still multiply the zeros).
+
+`kind = "structured"` removes whole channels with torch-pruning's dependency graph, which keeps
+residual adds, depthwise and grouped convs consistent (Li et al., "Pruning Filters for Efficient
+ConvNets", ICLR 2017, L1/L2 importance; Liu et al., "Network Slimming", ICCV 2017, BN-scale
+importance). Layers really shrink: MACs drop about ratio² on plain convs, and latency with them.
+
+    [[variant]]
+    name = "sparse80"
+    steps = [{ method = "prune", kind = "unstructured", ratio = 0.8, finetune_epochs = 2 }]
+
+    [[variant]]
+    name = "slim50"
+    steps = [{ method = "prune", kind = "structured", ratio = 0.5, importance = "l1", rounds = 2 }]
+
+`per_layer = { "features.0*" = 0.2 }` overrides the ratio for modules whose name matches a glob;
+`skip_sensitive = 0.02` leaves dense every layer whose own pruning changes more than 2% of the
+predictions on the held-out calibration split (see `edgebench sensitivity`).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from edgebench.compress import StepContext, method
+from edgebench.config import choice, require
+from edgebench.errors import StepError
+
+KINDS = ("unstructured", "structured")
+SCOPES = ("global", "layer")
+IMPORTANCES = ("l1", "l2", "bn_scale")
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Conv and Linear layers with a weight, in module order; found by type, never by name."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and getattr(m, "weight", None) is not None
+    ]
+
+
+def output_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
+    """The last Conv/Linear that runs in a forward pass: the classifier, whose outputs stay."""
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for _, m in prunable_layers(model)]
+    try:
+        with torch.no_grad():
+            model.eval()(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    return order[-1] if order else None
+
+
+def magnitude_mask(weights: list[torch.Tensor], ratio: float) -> list[torch.Tensor]:
+    """Masks zeroing exactly ceil(ratio × n) of the smallest |w| pooled over `weights`."""
+    flat = torch.cat([w.detach().abs().flatten() for w in weights])
+    k = min(len(flat), math.ceil(ratio * len(flat) - 1e-9))
+    keep = torch.ones(len(flat), dtype=torch.bool)
+    if k > 0:
+        # argsort, not a threshold: ties (e.g. many zeros) must not over- or under-prune.
+        keep[torch.argsort(flat, stable=True)[:k]] = False
+    return [m.view_as(w) for m, w in zip(torch.split(keep, [w.numel() for w in weights]), weights)]
+
+
+@method("prune")
+@dataclass(frozen=True)
+class Prune:
+    kind: str = "unstructured"
+    ratio: float = 0.5  # share of weights (unstructured) or channels (structured) removed
+    finetune_epochs: int = 2
+    lr: float | None = None  # default: a fifth of [train] lr
+    rounds: int = 1  # iterative pruning: reach `ratio` in this many prune+fine-tune rounds
+    scope: str = "global"  # unstructured: one magnitude threshold for all layers, or per layer
+    importance: str = "l1"  # structured: channel importance
+    per_layer: dict = field(default_factory=dict)  # {"glob on module name": ratio}
+    skip_sensitive: float | None = None  # max prediction change (0..1) a layer may cause alone
+
+    def __post_init__(self):
+        choice(self.kind, KINDS, "kind")
+        choice(self.scope, SCOPES, "scope")
+        choice(self.importance, IMPORTANCES, "importance")
+        require(self.ratio >= 0, f"ratio = {self.ratio}: must be >= 0 (the share removed)")
+        require(self.finetune_epochs >= 0, "finetune_epochs must be >= 0")
+        require(self.lr is None or self.lr > 0, "lr must be positive")
+        require(self.rounds >= 1, "rounds must be >= 1")
+        require(self.skip_sensitive is None or 0 <= self.skip_sensitive <= 1,
+                "skip_sensitive is a share of predictions, between 0 and 1")  # fmt: skip
+        for pattern, r in self.per_layer.items():
+            require(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0,
+                    f"per_layer[{pattern!r}] = {r!r}: must be a ratio >= 0")  # fmt: skip
+
+    def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        model = copy.deepcopy(model).eval()  # never edit the caller's model
+        layers = prunable_layers(model)
+        if not layers:
+            raise StepError("prune: the model has no Conv or Linear layer to prune")
+        ratios = self._layer_ratios(layers)
+        if self.skip_sensitive is not None:
+            ratios = self._skip_sensitive(model, ctx, layers, ratios)
+        full = [n for n, r in ratios.items() if r is not None and r >= 1]
+        if full:
+            raise StepError(f"prune: ratio >= 1 would remove every {'weight' if self.kind == 'unstructured' else 'channel'}"
+                            f" of {', '.join(full[:3])}; use a ratio below 1")  # fmt: skip
+        prune = self._unstructured if self.kind == "unstructured" else self._structured
+        model = prune(model, ctx, layers, ratios)
+        ctx.notes["prune_kind"] = self.kind
+        return model.eval()
+
+    # -- which layers get which ratio ----------------------------------------------------------
+
+    def _layer_ratios(self, layers: list[tuple[str, nn.Module]]) -> dict[str, float | None]:
+        """name → its own ratio (per_layer override), or None: follows `ratio` (global pool)."""
+        out: dict[str, float | None] = {name: None for name, _ in layers}
+        for pattern, r in self.per_layer.items():
+            hits = [name for name in out if fnmatch.fnmatchcase(name, pattern)]
+            if not hits:
+                raise StepError(f"prune: per_layer pattern {pattern!r} matches no Conv/Linear layer "
+                                f"(layers: {', '.join(out)})")  # fmt: skip
+            for name in hits:
+                out[name] = float(r)
+        if self.ratio >= 1 and any(r is None for r in out.values()):
+            raise StepError(f"prune: ratio = {self.ratio} would remove every "
+                            f"{'weight' if self.kind == 'unstructured' else 'channel'}; use a ratio below 1")  # fmt: skip
+        return out
+
+    def _skip_sensitive(self, model, ctx, layers, ratios) -> dict[str, float | None]:
+        from edgebench.sensitivity import layer_sensitivity
+
+        # Held-out calibration split (never the test set): it has no labels, so the drop is the
+        # share of predictions that change when only that layer is pruned.
+        rows = layer_sensitivity(model, ctx.data, "prune", self.ratio if self.ratio < 1 else 0.99, split="calib")
+        skipped = [r["layer"] for r in rows if r["drop"] > self.skip_sensitive]
+        ctx.notes["prune_skipped_layers"] = ",".join(skipped)  # a string: records stay flat
+        if skipped:
+            ctx.log(f"prune: left dense (too sensitive): {', '.join(skipped)}")
+        return {name: (0.0 if name in skipped else r) for name, r in ratios.items()}
+
+    def _finetune(self, model: nn.Module, ctx: StepContext, epochs: int, after_step=None, label="prune") -> None:
+        if epochs <= 0:
+            return
+        lr = self.lr if self.lr is not None else ctx.train.lr / 5
+        from edgebench.train import fit
+
+        fit(model, ctx.data, ctx.train, epochs=epochs, lr=lr, seed=ctx.seed, after_step=after_step,
+            log=ctx.log, label=f"{label} fine-tune")  # fmt: skip
+
+    def _round_epochs(self, r: int) -> int:
+        """Spread finetune_epochs over the rounds (later rounds get the remainder)."""
+        return self.finetune_epochs * (r + 1) // self.rounds - self.finetune_epochs * r // self.rounds
+
+    # -- unstructured ----------------------------------------------------------------------------
+
+    def _unstructured(self, model, ctx, layers, ratios) -> nn.Module:
+        modules = dict(layers)
+        masks: dict[str, torch.Tensor] = {}
+        for r in range(self.rounds):
+            frac = (r + 1) / self.rounds  # linear schedule to the target over the rounds
+            pooled = [n for n, own in ratios.items() if own is None]
+            if self.scope == "global" and pooled:
+                groups = [(pooled, self.ratio * frac)]
+            else:
+                groups = [([n], self.ratio * frac) for n in pooled]
+            groups += [([n], own * frac) for n, own in ratios.items() if own is not None and own > 0]
+            for names, ratio in groups:
+                for name, mask in zip(names, magnitude_mask([modules[n].weight for n in names], ratio)):
+                    # Monotone: a weight pruned in an earlier round stays pruned.
+                    masks[name] = mask & masks[name] if name in masks else mask
+
+            @torch.no_grad()
+            def reapply() -> None:
+                for name, mask in masks.items():
+                    modules[name].weight.mul_(mask)
+
+            reapply()
+            # The mask is applied after every step: momentum and weight decay would otherwise
+            # regrow pruned weights.
+            self._finetune(model, ctx, self._round_epochs(r), after_step=reapply, label=f"prune round {r + 1}")
+            reapply()
+        total = sum(modules[n].weight.numel() for n in masks)
+        zeros = sum(int((~m).sum()) for m in masks.values())
+        ctx.notes["weight_sparsity"] = round(zeros / max(1, total), 4)
+        return model
+
+    # -- structured ------------------------------------------------------------------------------
+
+    def _importance(self, model: nn.Module):
+        import torch_pruning as tp
+
+        if self.importance == "bn_scale":
+            if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                raise StepError("prune: importance = \"bn_scale\" needs BatchNorm layers and this model has none; "
+                                "use importance = \"l1\" or \"l2\"")  # fmt: skip
+            return tp.importance.BNScaleImportance()
+        return tp.importance.GroupMagnitudeImportance(p=1 if self.importance == "l1" else 2)
+
+    def _structured(self, model, ctx, layers, ratios) -> nn.Module:
+        import torch_pruning as tp
+
+        sample = torch.from_numpy(ctx.data.x_train[:1])
+        head = output_layer(model, sample)
+        modules = dict(layers)
+        ignored = [head] if head is not None else []
+        ignored += [modules[n] for n, r in ratios.items() if r == 0 and modules[n] is not head]
+        overrides = {modules[n]: r for n, r in ratios.items() if r is not None and r > 0 and modules[n] is not head}
+        macs_before, _ = tp.utils.count_ops_and_params(model, sample)
+        try:
+            pruner = tp.pruner.MetaPruner(
+                model, sample, importance=self._importance(model), pruning_ratio=self.ratio,
+                pruning_ratio_dict=overrides, ignored_layers=ignored, iterative_steps=self.rounds,
+            )  # fmt: skip
+        except StepError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tracing failures are this model's limitation
+            raise StepError(f"prune: torch-pruning cannot trace this model: {type(exc).__name__}: {exc}") from None
+        for r in range(self.rounds):
+            model.eval()
+            pruner.step()
+            empty = [n for n, m in prunable_layers(model) if _out_channels(m) == 0]
+            if empty:
+                raise StepError(f"prune: ratio {self.ratio} leaves no channel in {', '.join(empty[:3])}")
+            self._finetune(model, ctx, self._round_epochs(r), label=f"prune round {r + 1}")
+        model.eval()
+        macs_after, _ = tp.utils.count_ops_and_params(model, sample)
+        ctx.notes["macs_ratio"] = round(macs_after / max(1, macs_before), 4)
+        return model
+
+
+def _out_channels(m: nn.Module) -> int:
+    return int(m.weight.shape[0])

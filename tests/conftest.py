@@ -1,0 +1,84 @@
+"""Shared test set-up: a private model cache per test session, and a tiny experiment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Helpers such as tests/sshd.py are imported as plain modules.
+sys.path.insert(0, str(Path(__file__).parent))
+
+TINY_EXPERIMENT = """
+name = "tiny"
+seed = 0
+
+[model]
+factory = "demo_cnn"
+kwargs = {{ width = 0.25 }}
+
+[data]
+source = "digits"
+
+[train]
+epochs = 3
+lr = 0.05
+batch_size = 64
+threads = 1
+
+{variants}
+
+[run]
+targets = ["local"]
+runtimes = ["onnxruntime"]
+threads = 1
+warmup = 2
+min_runs = 20
+min_seconds = 0.0
+timeout_s = 60
+"""
+
+INT8_FP16 = """
+[[variant]]
+name = "int8"
+steps = [{ method = "quantize", scheme = "int8_static" }]
+
+[[variant]]
+name = "fp16"
+steps = [{ method = "quantize", scheme = "fp16" }]
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Trained baselines are cached in a folder of this test session, not the user's."""
+    from edgebench.paths import cache_dir
+
+    old = os.environ.get("EDGEBENCH_CACHE")
+    rootfs = cache_dir() / "qemu-aarch64-rootfs"  # built once by CI or the user: share it
+    private = tmp_path_factory.mktemp("cache")
+    if rootfs.is_dir():
+        (private / rootfs.name).symlink_to(rootfs)
+    os.environ["EDGEBENCH_CACHE"] = str(private)
+    yield
+    if old is None:
+        os.environ.pop("EDGEBENCH_CACHE", None)
+    else:
+        os.environ["EDGEBENCH_CACHE"] = old
+
+
+def write_experiment(folder: Path, variants: str = INT8_FP16, **replace: str) -> Path:
+    """A tiny experiment file (8x8 digits, a quarter-width demo CNN, fast measurement)."""
+    text = TINY_EXPERIMENT.format(variants=variants)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = folder / "experiment.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def tiny_experiment(tmp_path) -> Path:
+    return write_experiment(tmp_path)

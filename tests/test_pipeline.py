@@ -1,0 +1,142 @@
+"""The whole flow on a tiny experiment: real training, real ONNX export, real onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_experiment
+
+from edgebench.config import load_experiment
+from edgebench.pipeline import run_experiment
+from edgebench.records import FIELDS, read_records
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-run")
+    exp = load_experiment(write_experiment(folder))
+    return run_experiment(exp, out=folder / "results", log=lambda m: None)
+
+
+def test_results_layout(tiny_run):
+    for name in ("manifest.json", "records.jsonl", "records.csv", "report.md"):
+        assert (tiny_run / name).is_file(), name
+    assert list((tiny_run / "plots").glob("*.png"))
+    for variant in ("baseline", "int8", "fp16"):
+        assert (tiny_run / "variants" / variant / "model.onnx").is_file()
+        info = json.loads((tiny_run / "variants" / variant / "variant.json").read_text())
+        assert info["parent"] == (None if variant == "baseline" else "baseline")
+    manifest = json.loads((tiny_run / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and manifest["finished"]
+    assert manifest["experiment"]["name"] == "tiny" and "commit" in manifest["git"]
+
+
+def test_every_record_has_every_field(tiny_run):
+    records = read_records(tiny_run / "records.jsonl")
+    assert [r["variant"] for r in records] == ["baseline", "int8", "fp16"]
+    for r in records:
+        assert set(FIELDS) <= set(r), set(FIELDS) - set(r)
+        assert r["status"] == "ok", r["error"]
+        for key in ("size_bytes", "size_gzip_bytes", "params", "nonzero_params", "macs", "peak_rss_mb", "cpu_time_s", "accuracy"):
+            assert r[key] > 0, key
+        assert r["latency_ms"]["n"] == len(r["latency_samples_ms"]) >= 20
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
+        assert {"arch", "system", "cpu", "runtime_version", "threads"} <= set(r["machine"])
+    base, int8, fp16 = records
+    assert base["agreement"] == 1.0 and base["logit_rel_err"] == 0.0
+    assert int8["size_bytes"] < 0.7 * base["size_bytes"]
+    assert 0 < int8["logit_rel_err"] < 0.2 and int8["agreement"] > 0.9
+    assert fp16["logit_rel_err"] < 0.01
+
+
+def test_second_run_uses_the_cached_baseline(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path, variants=""))
+    logs: list[str] = []
+    run_experiment(exp, out=tmp_path / "a", log=logs.append)
+    logs.clear()
+    run_experiment(exp, out=tmp_path / "b", log=logs.append)
+    assert any("loaded trained weights from cache" in m for m in logs)
+    assert not any("epoch" in m for m in logs)
+
+
+UNEXPORTABLE = '''
+import torch
+from torch import nn
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: torch.export cannot capture it."""
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.fc = nn.Linear(in_channels * 64, num_classes)
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        if float(y.sum()) > 0:
+            return y
+        return -y
+
+def build(num_classes, in_channels):
+    return Branchy(num_classes, in_channels)
+'''
+
+
+def test_model_that_cannot_export_is_an_error_record(tmp_path, monkeypatch):
+    (tmp_path / "usermodels.py").write_text(UNEXPORTABLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    exp_file = write_experiment(tmp_path, **{'factory = "demo_cnn"': 'factory = "usermodels:build"',
+                                             "kwargs = { width = 0.25 }": ""})  # fmt: skip
+    run_dir = run_experiment(load_experiment(exp_file), out=tmp_path / "r", log=lambda m: None)
+    records = read_records(run_dir / "records.jsonl")
+    assert len(records) == 3  # every variant is recorded, none silently dropped
+    assert all(r["status"] == "error" and r["error"].startswith("ONNX export failed") for r in records)
+
+
+def test_missing_runtime_is_an_error_record_and_the_sweep_goes_on(tmp_path):
+    # A "device" Python without onnxruntime: the runner says so and the run still finishes.
+    wrapper = tmp_path / "python-no-ort"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -c \"import sys, runpy; sys.modules['onnxruntime'] = None; "
+                       f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')\" \"$@\"\n")  # fmt: skip
+    wrapper.chmod(0o755)
+    profile = tmp_path / "bare.toml"
+    profile.write_text(f'name = "bare"\ntransport = "local"\npython = "{wrapper}"\nruntimes = ["onnxruntime"]\n')
+    exp = load_experiment(write_experiment(tmp_path, variants=""))
+    run_dir = run_experiment(exp, targets=["local", str(profile)], out=tmp_path / "r", log=lambda m: None)
+    records = {r["target"]: r for r in read_records(run_dir / "records.jsonl")}
+    assert records["local"]["status"] == "ok"
+    assert records["bare"]["status"] == "error"
+    assert "unavailable: onnxruntime is not installed (pip install onnxruntime)" in records["bare"]["error"]
+
+
+def test_killed_run_keeps_its_records_and_resume_finishes_without_duplicates(tmp_path):
+    variants = "".join(f'\n[[variant]]\nname = "v{i}"\nsteps = [{{ method = "quantize", scheme = "fp16" }}]\n' for i in range(4))
+    exp_file = write_experiment(tmp_path, variants=variants, **{"min_seconds = 0.0": "min_seconds = 0.5"})
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "edgebench", "run", str(exp_file), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
+    deadline = time.monotonic() + 240
+    records_path = None
+    while time.monotonic() < deadline:
+        found = list(out.glob("*/records.jsonl"))
+        if found and len(read_records(found[0])) >= 2:
+            records_path = found[0]
+            break
+        time.sleep(0.1)
+    assert records_path is not None, "the run never wrote two records"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = read_records(records_path)
+    assert 2 <= len(kept) < 5
+    done = subprocess.run([*cmd, "--resume", str(records_path.parent)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    final = read_records(records_path)
+    names = [r["variant"] for r in final]
+    assert sorted(names) == sorted(["baseline", "v0", "v1", "v2", "v3"])  # each exactly once
+    assert final[: len(kept)] == kept  # what was measured before the kill is untouched
