@@ -37,7 +37,9 @@ from edgebench.errors import StepError
 KMEANS_ITERS = 50
 
 
-def kmeans_1d(values: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans_1d(
+    values: torch.Tensor, k: int, seed: int = 0, iters: int = KMEANS_ITERS
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(centroids[k], assignment[n]) of 1-D k-means with k-means++ init; deterministic for a seed."""
     x = values.detach().flatten().double()
     gen = torch.Generator().manual_seed(seed)
@@ -83,7 +85,9 @@ class _Clustered:
             if train_centroids:
                 # Centroid ← mean of its cluster's updated weights = old centroid minus the
                 # cluster's averaged update.
-                sums = torch.zeros_like(self.centroids).index_add_(0, self.index, w.detach().flatten())
+                sums = torch.zeros_like(self.centroids).index_add_(
+                    0, self.index, w.detach().flatten()
+                )
                 counts = torch.bincount(self.index, minlength=len(self.centroids)).to(sums.dtype)
                 self.centroids = torch.where(counts > 0, sums / counts.clamp(min=1), self.centroids)
             if self.zero >= 0:
@@ -130,7 +134,9 @@ class Cluster:
         k = 2**self.bits
         layers = [m for _, m in prunable_layers(model) if m.weight.numel() >= 4 * k]
         if not layers:
-            raise StepError(f"cluster: no Conv/Linear layer has at least {4 * k} weights to share {k} values")
+            raise StepError(
+                f"cluster: no Conv/Linear layer has at least {4 * k} weights to share {k} values"
+            )
         clustered = [cluster_layer(m, self.bits, seed=ctx.seed + i) for i, m in enumerate(layers)]
         if self.finetune_epochs > 0:
             from edgebench.train import fit

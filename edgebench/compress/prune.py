@@ -48,14 +48,17 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [
         (name, m)
         for name, m in model.named_modules()
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and getattr(m, "weight", None) is not None
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+        and getattr(m, "weight", None) is not None
     ]
 
 
 def output_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
     """The last Conv/Linear that runs in a forward pass: the classifier, whose outputs stay."""
     order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for _, m in prunable_layers(model)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: order.append(m)) for _, m in prunable_layers(model)
+    ]
     try:
         with torch.no_grad():
             model.eval()(sample)
@@ -142,14 +145,18 @@ class Prune:
 
         # Held-out calibration split (never the test set): it has no labels, so the drop is the
         # share of predictions that change when only that layer is pruned.
-        rows = layer_sensitivity(model, ctx.data, "prune", self.ratio if self.ratio < 1 else 0.99, split="calib")
+        rows = layer_sensitivity(
+            model, ctx.data, "prune", self.ratio if self.ratio < 1 else 0.99, split="calib"
+        )
         skipped = [r["layer"] for r in rows if r["drop"] > self.skip_sensitive]
         ctx.notes["prune_skipped_layers"] = ",".join(skipped)  # a string: records stay flat
         if skipped:
             ctx.log(f"prune: left dense (too sensitive): {', '.join(skipped)}")
         return {name: (0.0 if name in skipped else r) for name, r in ratios.items()}
 
-    def _finetune(self, model: nn.Module, ctx: StepContext, epochs: int, after_step=None, label="prune") -> None:
+    def _finetune(
+        self, model: nn.Module, ctx: StepContext, epochs: int, after_step=None, label="prune"
+    ) -> None:
         if epochs <= 0:
             return
         lr = self.lr if self.lr is not None else ctx.train.lr / 5
@@ -160,7 +167,9 @@ class Prune:
 
     def _round_epochs(self, r: int) -> int:
         """Spread finetune_epochs over the rounds (later rounds get the remainder)."""
-        return self.finetune_epochs * (r + 1) // self.rounds - self.finetune_epochs * r // self.rounds
+        return (
+            self.finetune_epochs * (r + 1) // self.rounds - self.finetune_epochs * r // self.rounds
+        )
 
     # -- unstructured ----------------------------------------------------------------------------
 
@@ -174,9 +183,13 @@ class Prune:
                 groups = [(pooled, self.ratio * frac)]
             else:
                 groups = [([n], self.ratio * frac) for n in pooled]
-            groups += [([n], own * frac) for n, own in ratios.items() if own is not None and own > 0]
+            groups += [
+                ([n], own * frac) for n, own in ratios.items() if own is not None and own > 0
+            ]
             for names, ratio in groups:
-                for name, mask in zip(names, magnitude_mask([modules[n].weight for n in names], ratio)):
+                for name, mask in zip(
+                    names, magnitude_mask([modules[n].weight for n in names], ratio)
+                ):
                     # Monotone: a weight pruned in an earlier round stays pruned.
                     masks[name] = mask & masks[name] if name in masks else mask
 
@@ -188,7 +201,9 @@ class Prune:
             reapply()
             # The mask is applied after every step: momentum and weight decay would otherwise
             # regrow pruned weights.
-            self._finetune(model, ctx, self._round_epochs(r), after_step=reapply, label=f"prune round {r + 1}")
+            self._finetune(
+                model, ctx, self._round_epochs(r), after_step=reapply, label=f"prune round {r + 1}"
+            )
             reapply()
         total = sum(modules[n].weight.numel() for n in masks)
         zeros = sum(int((~m).sum()) for m in masks.values())
@@ -215,7 +230,11 @@ class Prune:
         modules = dict(layers)
         ignored = [head] if head is not None else []
         ignored += [modules[n] for n, r in ratios.items() if r == 0 and modules[n] is not head]
-        overrides = {modules[n]: r for n, r in ratios.items() if r is not None and r > 0 and modules[n] is not head}
+        overrides = {
+            modules[n]: r
+            for n, r in ratios.items()
+            if r is not None and r > 0 and modules[n] is not head
+        }
         macs_before, _ = tp.utils.count_ops_and_params(model, sample)
         try:
             pruner = tp.pruner.MetaPruner(
@@ -225,13 +244,17 @@ class Prune:
         except StepError:
             raise
         except Exception as exc:  # noqa: BLE001 - tracing failures are this model's limitation
-            raise StepError(f"prune: torch-pruning cannot trace this model: {type(exc).__name__}: {exc}") from None
+            raise StepError(
+                f"prune: torch-pruning cannot trace this model: {type(exc).__name__}: {exc}"
+            ) from None
         for r in range(self.rounds):
             model.eval()
             pruner.step()
             empty = [n for n, m in prunable_layers(model) if _out_channels(m) == 0]
             if empty:
-                raise StepError(f"prune: ratio {self.ratio} leaves no channel in {', '.join(empty[:3])}")
+                raise StepError(
+                    f"prune: ratio {self.ratio} leaves no channel in {', '.join(empty[:3])}"
+                )
             self._finetune(model, ctx, self._round_epochs(r), label=f"prune round {r + 1}")
         model.eval()
         macs_after, _ = tp.utils.count_ops_and_params(model, sample)

@@ -52,6 +52,7 @@ class TargetProfile:
     run_timeout_s: float | None = None  # None: the experiment's [run] timeout_s
     remote_dir: str = "~/.cache/edgebench"
     rootfs: str | None = None  # qemu: prepared aarch64 root filesystem (default: the cache)
+    cpu: str | None = None  # qemu: the emulated core (-cpu), default cortex-a72 (a Pi 4's)
     emulated: bool = False
     eval_limit: int = 0  # evaluate at most this many test inputs (0: all); for slow targets
     warmup: int | None = None  # override the experiment's measurement counts on slow targets

@@ -81,7 +81,8 @@ class QemuTarget:
                 return {"status": "error", "error": str(exc), "emulated": True}
             argv = qemu_rootfs.guest_command(rootfs, [str(runner), "--model", str(model),
                                              "--data", str(inputs), "--runtime", runtime,
-                                             *options.runner_args()])
+                                             *options.runner_args()],
+                                             cpu=self.profile.cpu or qemu_rootfs.DEFAULT_CPU)
             code, stdout, stderr, _ = run_process(argv, options.timeout_s, runner_env(options.threads))
         result = parse_runner_output(stdout, code, stderr)
         if "timed out" in stderr and result.get("status") != "ok":
