@@ -198,7 +198,15 @@ def artifact_sizes(path: Path) -> tuple[int, int]:
 
 
 def onnx_macs(path: Path) -> int:
-    """Multiply-accumulates of one batch-1 inference: Conv, ConvTranspose, Gemm, MatMul.
+    """Multiply-accumulates of one batch-1 inference (see `onnx_costs`)."""
+    return onnx_costs(path)["macs"]
+
+
+def onnx_costs(path: Path) -> dict:
+    """MACs and activation elements of one batch-1 inference.
+
+    MACs count Conv, ConvTranspose, Gemm and MatMul; activation elements are the outputs of
+    every node whose shape is known (what a runtime writes to memory once, at least).
 
     Works on float and QDQ graphs alike (QDQ keeps float Conv nodes between Q/DQ pairs;
     QLinearConv/MatMulInteger and friends are counted too).
@@ -226,9 +234,12 @@ def onnx_macs(path: Path) -> int:
         if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
             shapes.setdefault(node.output[0], shapes[node.input[0]])
 
-    total = 0
+    total = activations = 0
     for node in model.graph.node:
         op = node.op_type
+        out_shape = shapes.get(node.output[0]) if node.output else None
+        if out_shape and all(out_shape) and op not in ("Constant", "QuantizeLinear", "DequantizeLinear"):
+            activations += int(np.prod(out_shape))
         if op in ("Conv", "QLinearConv", "ConvInteger", "ConvTranspose"):
             w_name = node.input[3] if op == "QLinearConv" else node.input[1]
             out = shapes.get(node.output[0])
@@ -246,7 +257,7 @@ def onnx_macs(path: Path) -> int:
                 else:
                     k = b[-2] if len(b) >= 2 else b[0]
                 total += int(np.prod(out)) * int(k)
-    return total
+    return {"macs": total, "activation_elements": activations}
 
 
 def _attr(node, name: str, default=0):

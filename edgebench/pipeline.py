@@ -23,7 +23,6 @@ from edgebench.records import (
     make_record,
     new_run_id,
     repair_tail,
-    write_csv,
     write_manifest,
 )
 from edgebench.targets import RunOptions, TargetProfile, load_targets, open_target
@@ -111,17 +110,15 @@ def measure_variant(
         latency_ms=latency_summary(samples), latency_samples_ms=samples,
         peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
         accuracy=result.get("accuracy"), agreement=agreement, logit_rel_err=rel,
-        n_eval=result.get("n_eval"),
+        n_eval=result.get("n_eval"), rapl_uj=result.get("rapl_uj"),
     )  # fmt: skip
     record["energy_mj"] = _energy(record, profile)
     return record
 
 
-def _energy(record: dict, profile: TargetProfile) -> dict | None:
-    try:
-        from edgebench.energy import estimate
-    except ImportError:
-        return None
+def _energy(record: dict, profile: TargetProfile) -> dict:
+    from edgebench.energy import estimate
+
     return estimate(record, profile.power)
 
 
@@ -174,19 +171,15 @@ def run_experiment(
     write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles])
     formats = {FORMAT_OF[r] for r in exp.run.runtimes}
     variants, _ = make_all_variants(exp, run_dir, formats, log)
-    records = measure_all(exp, profiles, variants, run_dir, run_id, log)
-    write_csv(run_dir, records.records)
-    finish_report(run_dir, log)
+    measure_all(exp, profiles, variants, run_dir, run_id, log)
+    finish_report(run_dir, log)  # records.csv, plots, report.html, report.md
     write_manifest(run_dir, run_id, exp.to_dict(), finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     return run_dir
 
 
 def finish_report(run_dir: Path, log) -> None:
-    try:
-        from edgebench.analyze.report import write_reports
-    except ImportError:
-        log("report: analyzer not available")
-        return
+    from edgebench.analyze.report import write_reports
+
     write_reports(run_dir, log=log)
 
 

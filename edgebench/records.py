@@ -149,32 +149,3 @@ def write_manifest(run_dir: Path, run_id: str, experiment: dict, **extra) -> dic
     tmp.write_text(json.dumps(manifest, indent=2, default=_json_default))
     tmp.replace(path)
     return manifest
-
-
-def write_csv(run_dir: Path, records: list[dict]) -> Path:
-    """records.csv: the same records as a flat table (nested fields as dotted columns)."""
-    import csv
-
-    rows, columns = [], []
-    for r in records:
-        flat = {}
-        for key, value in r.items():
-            if key == "latency_samples_ms":
-                continue
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    flat[f"{key}.{k}"] = v
-            elif isinstance(value, list):
-                flat[key] = json.dumps(value, default=_json_default)
-            else:
-                flat[key] = value
-        for key in flat:
-            if key not in columns:
-                columns.append(key)
-        rows.append(flat)
-    path = run_dir / "records.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path

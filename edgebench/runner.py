@@ -160,6 +160,21 @@ def peak_rss_mb() -> float | None:
         return None
 
 
+def read_rapl_uj() -> int | None:
+    """Package energy counters (Intel/AMD RAPL) summed, in µJ; None where absent or unreadable."""
+    import glob
+
+    total, found = 0, False
+    for path in glob.glob("/sys/class/powercap/intel-rapl:[0-9]*/energy_uj"):
+        try:
+            with open(path) as f:
+                total += int(f.read().strip())
+            found = True
+        except (OSError, ValueError):
+            return None
+    return total if found else None
+
+
 def measure_latency(call, warmup: int, min_runs: int, min_seconds: float, max_seconds: float):
     """Time `call()` after `warmup` calls until both minimums are met; return ms samples, CPU s."""
     for _ in range(warmup):
@@ -206,9 +221,11 @@ def run(args: argparse.Namespace) -> dict:
         x = x[: args.limit]
     model = RUNTIMES[args.runtime](args.model, args.threads)
     load_s = time.perf_counter() - started
+    rapl_before = read_rapl_uj()
     samples, cpu = measure_latency(
         model.timed_call(x[:1]), args.warmup, args.min_runs, args.min_seconds, args.max_seconds
     )
+    rapl_after = read_rapl_uj()
     logits = predict_all(model, x)
     result = {
         "status": "ok",
@@ -219,6 +236,8 @@ def run(args: argparse.Namespace) -> dict:
         "latency_samples_ms": samples,
         "cpu_time_s": cpu,
         "load_s": load_s,
+        # Energy of warm-up + timed loop as measured by RAPL, where the machine has it.
+        "rapl_uj": rapl_after - rapl_before if rapl_before is not None and rapl_after is not None and rapl_after >= rapl_before else None,
         "n_eval": int(len(x)),
         "logits_shape": list(logits.shape),
         "logits_b64": base64.b64encode(logits.tobytes()).decode("ascii"),

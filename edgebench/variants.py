@@ -58,6 +58,7 @@ class BuiltVariant:
             "nonzero_params": self.info.get("nonzero_params"),
             "weight_bytes": self.info.get("weight_bytes"),
             "macs": self.info.get("macs"),
+            "activation_bytes": self.info.get("activation_bytes"),
             "torch_accuracy": self.info.get("torch_accuracy"),
             **{k: v for k, v in self.info.get("notes", {}).items() if k not in ("steps",)},
         }
@@ -81,7 +82,7 @@ def _quantize_options(variant: Variant) -> dict:
 def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Path, formats: set[str], log) -> BuiltVariant:
     """Apply the steps to a copy of the baseline, export it, write variant.json."""
     from edgebench.compress import StepContext
-    from edgebench.export import artifact_sizes, export_onnx, onnx_macs, quantize_onnx, verify_onnx
+    from edgebench.export import artifact_sizes, export_onnx, onnx_costs, quantize_onnx, verify_onnx
     from edgebench.models import count_params
     from edgebench.train import evaluate
 
@@ -121,7 +122,9 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     try:
         export_onnx(model, data.x_test[:1], float_onnx)
         float_err = verify_onnx(float_onnx, model, data.x_test[:128])
-        info["macs"] = onnx_macs(float_onnx)
+        costs = onnx_costs(float_onnx)
+        info["macs"] = costs["macs"]
+        info["activation_bytes"] = costs["activation_elements"] * BYTES_PER_WEIGHT[info["precision"]]
         if "onnx" in formats:
             path = quantize_onnx(float_onnx, vdir / "model.onnx", scheme, data.x_calib, **_quantize_options(variant))
             size, gz = artifact_sizes(path)
