@@ -1,16 +1,20 @@
 """How often does the latency gate cry wolf, and how often does it catch a real slowdown?
 
-Measured on THIS machine with the real runner and onnxruntime:
+Measured on THIS machine with the real runner and onnxruntime (threads 1):
 
-1. build two small ONNX CNNs: `small` and `big`, the same net with one more 3×3 conv block
-   (~25% more MACs, which must also make it >= 10% slower — checked and printed);
-2. run the runner on each N+1 times, alternating small/big so slow drifts hit both alike;
-3. false alarms: the gate (`check.compare_records`) on run i vs run i+1 of the same model
-   (2N comparisons; target: at most 1 in 20);
-   detection: the gate on small run i (baseline) vs big run i — latency check only, since
-   the MAC count alone would catch it (target: N in N).
+1. build three small ONNX CNNs: `ref`, the uncompressed model (variant "baseline"), and two
+   candidates for variant "cnn": `small`, and `big`, the same net with one more 3×3 conv
+   block (~25% more MACs, which must also make it >= 10% slower — checked and printed);
+2. make N+1 "runs"; each measures small, ref and big back to back (ref in the middle, so it is
+   next to both candidates; the order flips every run so slow drifts hit both alike);
+3. judge run i (saved as a baseline JSON would keep it) against run i+1 with the real gate
+   (`check.check_baseline`):
+   false alarms: run i+1's candidate is again `small` (target: at most 1 in 20);
+   detection: run i+1's candidate is `big` (target: N in N) — latency check alone, and the
+   whole gate (which the exact MAC count alone already fails).
 
-    python benchmarks/gate_noise.py            # ~2 minutes on 2 cores; --runs 20 --seconds 1.5
+    python benchmarks/gate_noise.py            # ~3 minutes on 2 cores; --runs 20 --seconds 1.2
+    python benchmarks/gate_noise.py --load runs.json   # judge a --dump again, no measuring
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +35,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgebench.analyze import format_table  # noqa: E402
-from edgebench.analyze.check import LATENCY_STATS, GateOptions, compare_records, latency_stat  # noqa: E402
+from edgebench.analyze.check import (  # noqa: E402
+    Check,
+    GateOptions,
+    baseline_entry,
+    check_baseline,
+    latency_stat,
+    latency_test,
+)
 
 RUNNER = ROOT / "edgebench" / "runner.py"
 SIDE, WIDTH, CLASSES = 32, 16, 10
+BLOCKS = {"ref": 6, "small": 4, "big": 5}
+VARIANT = {"ref": "baseline", "small": "cnn", "big": "cnn"}  # the gate sees small and big as one variant
 
 
 def build_cnn(path: Path, blocks: int, seed: int = 0) -> dict:
@@ -87,72 +101,120 @@ def to_record(variant: str, result: dict, facts: dict) -> dict:
     return {"variant": variant, "target": "local", "runtime": "onnxruntime", "status": result["status"],
             **facts, "accuracy": result.get("accuracy"), "latency_samples_ms": samples,
             "latency_ms": {"p50": float(np.median(samples)), "p90": float(np.percentile(samples, 90)),
-                           "n": len(samples)},
+                           "min": float(np.min(samples)), "n": len(samples)},
             "machine": {**result["machine"], "runtime_version": result["runtime_version"]}}
+
+
+def measure_runs(n_runs: int, seconds: float) -> list[dict[str, dict]]:
+    """n_runs runs of {model name: record}; each run measures all three models back to back."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        facts = {name: build_cnn(folder / f"{name}.onnx", blocks, seed=1 if name == "ref" else 0)
+                 for name, blocks in BLOCKS.items()}
+        rng = np.random.default_rng(0)
+        np.savez(folder / "data.npz", x=rng.standard_normal((16, 1, SIDE, SIDE)).astype(np.float32),
+                 y=rng.integers(0, CLASSES, 16))
+        for i in range(n_runs):
+            run = {}
+            for name in ("small", "ref", "big") if i % 2 == 0 else ("big", "ref", "small"):
+                result = measure(folder / f"{name}.onnx", folder / "data.npz", folder / "out.json", seconds)
+                run[name] = to_record(VARIANT[name], result, facts[name])
+            runs.append(run)
+            print(f"\rrun {i + 1}/{n_runs}", end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+    return runs
+
+
+def p50(record: dict) -> float:
+    return latency_stat(record["latency_samples_ms"], "p50")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="comparisons per kind (default 20)")
-    parser.add_argument("--seconds", type=float, default=1.5, help="timed seconds per runner call")
-    parser.add_argument("--dump", metavar="PATH", help="also write every run's record as JSON here")
+    parser.add_argument("--seconds", type=float, default=1.2, help="timed seconds per runner call")
+    parser.add_argument("--dump", metavar="PATH", help="also write every run's records as JSON here")
+    parser.add_argument("--load", metavar="PATH", help="judge the runs of an earlier --dump instead")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        facts = {"small": build_cnn(folder / "small.onnx", 4), "big": build_cnn(folder / "big.onnx", 5)}
-        rng = np.random.default_rng(0)
-        np.savez(folder / "data.npz", x=rng.standard_normal((16, 1, SIDE, SIDE)).astype(np.float32),
-                 y=rng.integers(0, CLASSES, 16))
-        runs: dict[str, list[dict]] = {"small": [], "big": []}
-        for i in range(args.runs + 1):
-            for name in ("small", "big"):
-                result = measure(folder / f"{name}.onnx", folder / "data.npz", folder / "out.json", args.seconds)
-                # The gate compares a variant with itself across runs: same name for both models.
-                runs[name].append(to_record("cnn", result, facts[name]))
-            print(f"\rround {i + 1}/{args.runs + 1}", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+    if args.load:
+        runs = json.loads(Path(args.load).read_text())
+        args.runs = len(runs) - 1
+    else:
+        runs = measure_runs(args.runs + 1, args.seconds)
     if args.dump:
         Path(args.dump).write_text(json.dumps(runs))
+    n, options = args.runs, GateOptions()
 
-    def latency_failed(checks: list) -> bool:
-        return any(c.failed and c.metric.startswith("latency") for c in checks)
+    def gate(i: int, candidate: str) -> list[Check]:
+        """Run i saved as a baseline (as --save-baseline keeps it) vs run i+1 with `candidate`."""
+        entries = [baseline_entry(runs[i]["ref"]), baseline_entry(runs[i]["small"])]
+        return check_baseline([runs[i + 1]["ref"], runs[i + 1][candidate]], entries, options)
 
-    rows, results = [], {}
-    for stat in LATENCY_STATS:  # the same runs judged with each statistic of the effect
-        options = GateOptions(latency_stat=stat)
-        for name in ("small", "big"):
-            pairs = [compare_records(runs[name][i], runs[name][i + 1], options) for i in range(args.runs)]
-            ratios = [latency_stat(runs[name][i + 1]["latency_samples_ms"], stat)
-                      / latency_stat(runs[name][i]["latency_samples_ms"], stat) for i in range(args.runs)]
-            alarms = sum(any(c.failed for c in p) for p in pairs)
-            results[f"false_alarms_{name}_{stat}"] = alarms
-            rows.append([stat, f"same model ({name}), run i vs i+1", f"{alarms}/{args.runs} fail",
-                         f"{min(ratios):.3f}–{max(ratios):.3f}", "≤ 1 in 20"])
-        caught = [compare_records(runs["small"][i], runs["big"][i], options) for i in range(args.runs)]
-        ratios = [latency_stat(runs["big"][i]["latency_samples_ms"], stat)
-                  / latency_stat(runs["small"][i]["latency_samples_ms"], stat) for i in range(args.runs)]
-        results[f"detected_{stat}"] = detected = sum(latency_failed(p) for p in caught)
-        rows.append([stat, "big vs small (latency check only)", f"{detected}/{args.runs} fail",
-                     f"{min(ratios):.3f}–{max(ratios):.3f}", f"{args.runs} in {args.runs}"])
-        rows.append([stat, "big vs small (whole gate, MACs too)",
-                     f"{sum(any(c.failed for c in p) for p in caught)}/{args.runs} fail", "", ""])
-    small_p50 = statistics.median(r["latency_ms"]["p50"] for r in runs["small"])
-    big_p50 = statistics.median(r["latency_ms"]["p50"] for r in runs["big"])
-    print(f"models: small {facts['small']['macs']:,} MACs, p50 {small_p50:.3f} ms; big "
-          f"{facts['big']['macs']:,} MACs (+{facts['big']['macs'] / facts['small']['macs'] - 1:.1%}), "
-          f"p50 {big_p50:.3f} ms (+{big_p50 / small_p50 - 1:.1%})")
-    print(f"gate: latency fails when the statistic grows >= {GateOptions().latency_effect:.0%} "
-          f"and Mann-Whitney U p < {GateOptions().alpha}; {args.runs + 1} runs per model of "
-          f">= {args.seconds} s each, alternating\n")
-    print(format_table(rows, ["effect on", "comparison", "gate verdicts", "ratio range", "target"]))
+    def count(checks: list[list[Check]], keep: Callable[[Check], bool]) -> int:
+        return sum(any(c.failed and keep(c) for c in run) for run in checks)
+
+    def is_relative(c: Check) -> bool:
+        return c.variant == "cnn" and c.metric.startswith("latency")
+
+    def is_absolute_ref(c: Check) -> bool:
+        return c.variant == "baseline" and c.metric.startswith("latency")
+
+    same = [gate(i, "small") for i in range(n)]
+    bigger = [gate(i, "big") for i in range(n)]
+    # run-to-run movement: absolute (what a shared machine does to everything) and relative
+    abs_ref = [p50(runs[i + 1]["ref"]) / p50(runs[i]["ref"]) for i in range(n)]
+    abs_small = [p50(runs[i + 1]["small"]) / p50(runs[i]["small"]) for i in range(n)]
+    rel = {c: [(p50(runs[i + 1][c]) / p50(runs[i + 1]["ref"])) / (p50(runs[i]["small"]) / p50(runs[i]["ref"]))
+               for i in range(n)] for c in ("small", "big")}
+    # the old rule (absolute Mann-Whitney + 10% on the variant itself), on the same runs
+    old = {c: sum(latency_test(runs[i]["small"]["latency_samples_ms"], runs[i + 1][c]["latency_samples_ms"],
+                               effect=0.10, alpha=options.alpha).slower for i in range(n)) for c in ("small", "big")}
+
+    def span(values: list[float]) -> str:
+        return f"{min(values):.3f}–{max(values):.3f}"
+
+    results = {
+        "relative_false": count(same, is_relative), "absolute_ref_false": count(same, is_absolute_ref),
+        "gate_false": count(same, lambda c: True), "relative_detected": count(bigger, is_relative),
+        "gate_detected": count(bigger, lambda c: True)}
+    target_false, target_hit = "≤ 1 in 20", f"{n} in {n}"
+    rows = [
+        ["same model", f"relative latency, cnn / baseline (+{options.latency_effect:.0%})",
+         f"{results['relative_false']}/{n}", span(rel["small"]), target_false],
+        ["same model", f"absolute latency, baseline (+{options.latency_effect_absolute:.0%})",
+         f"{results['absolute_ref_false']}/{n}", span(abs_ref), target_false],
+        ["same model", "old rule: absolute latency, cnn (+10%)", f"{old['small']}/{n}", span(abs_small), "(was 4/20)"],
+        ["same model", "whole gate", f"{results['gate_false']}/{n}", "", target_false],
+        ["bigger model", f"relative latency, cnn / baseline (+{options.latency_effect:.0%})",
+         f"{results['relative_detected']}/{n}", span(rel["big"]), target_hit],
+        ["bigger model", "old rule: absolute latency, cnn (+10%)", f"{old['big']}/{n}", "", "(was 17-18/20)"],
+        ["bigger model", "whole gate (MACs too)", f"{results['gate_detected']}/{n}", "", target_hit],
+    ]
+    medians = {name: statistics.median(p50(r[name]) for r in runs) for name in BLOCKS}
+    macs = {name: runs[0][name]["macs"] for name in BLOCKS}
+    print("models: " + "; ".join(f"{name} {macs[name]:,} MACs, p50 {medians[name]:.3f} ms" for name in BLOCKS))
+    print(f"big vs small: +{macs['big'] / macs['small'] - 1:.1%} MACs, "
+          f"+{statistics.median(rel['big']) - 1:.1%} latency relative to the reference (median over runs)")
+    print(f"{n + 1} runs of small, ref, big (>= {args.seconds} s each, order flipped every run); "
+          f"run i vs run i+1, p < {options.alpha}\n")
+    print(format_table(rows, ["run i+1 candidate", "check", "fails", "ratio range", "target"]))
+    worst_abs = max(max(abs_ref), 1 / min(abs_ref), max(abs_small), 1 / min(abs_small)) - 1
+    worst_rel = max(max(rel["small"]), 1 / min(rel["small"])) - 1
+    sweep = {e: sum(latency_test(runs[i]["ref"]["latency_samples_ms"], runs[i + 1]["ref"]["latency_samples_ms"],
+                                 effect=e, alpha=options.alpha).slower for i in range(n))
+             for e in (0.10, 0.15, 0.20, 0.25, 0.30)}
+    print(f"\nlargest run-to-run move of the same model: absolute {worst_abs:.1%}, relative {worst_rel:.1%}")
+    print("absolute false alarms on the reference by effect: "
+          + ", ".join(f"+{e:.0%}: {k}/{n}" for e, k in sweep.items()))
     print(f"\n{time.perf_counter() - started:.0f} s")
-    default = GateOptions().latency_stat
-    alarms = results[f"false_alarms_small_{default}"] + results[f"false_alarms_big_{default}"]
-    ok = alarms <= max(1, 2 * args.runs // 20) and results[f"detected_{default}"] == args.runs
-    print(f"default ({default}): " + ("PASS" if ok else "FAIL: the gate is too noisy or too blind here"))
-    print(f"big model slower by {big_p50 / small_p50 - 1:.1%} (p50, median over runs): "
-          + ("ok" if big_p50 / small_p50 >= 1.10 else "NOT >= 10%: make it bigger"))
+    allowed = max(1, n // 20)
+    ok = (results["gate_false"] <= allowed and results["relative_detected"] == n
+          and results["gate_detected"] == n)
+    print("default gate: " + ("PASS" if ok else "FAIL: the gate is too noisy or too blind here"))
+    print(f"big model slower by {statistics.median(rel['big']) - 1:.1%} relative: "
+          + ("ok" if statistics.median(rel["big"]) >= 1.10 else "NOT >= 10%: make it bigger"))
     return 0 if ok else 1
 
 
