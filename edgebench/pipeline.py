@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,9 @@ def make_all_variants(exp: Experiment, run_dir: Path, formats: set[str], log) ->
             built.append(existing)
             continue
         if baseline is None:
+            started = time.perf_counter()
             baseline = train_baseline(exp, data, log=log)
+            write_manifest(run_dir, "", {}, baseline_s=round(time.perf_counter() - started, 2))
         log(f"variant {len(built) + 1}/{len(exp.variants) + 1}: {variant.name}")
         built.append(build_variant(exp, variant, baseline, data, run_dir, formats, log))
     return built, data
@@ -142,7 +145,9 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
                 count += 1
                 if (variant.name, profile.name, runtime) in records.done:
                     continue
+                started = time.perf_counter()
                 record = measure_variant(variant, profile, target, runtime, options, run_dir, run_id)
+                record["measure_s"] = round(time.perf_counter() - started, 2)
                 records.append(record)
                 log(f"[{count}/{total}] {profile.name} {runtime} {variant.name}: {summarize(record)}")
         finally:

@@ -139,7 +139,8 @@ def write_manifest(run_dir: Path, run_id: str, experiment: dict, **extra) -> dic
         "schema_version": SCHEMA_VERSION,
         "edgebench_version": __version__,
         "run_id": run_id,
-        "git": git_state(),
+        "git": git_state(),  # of the working directory: the user's project
+        "edgebench_git": git_state(Path(__file__).resolve().parent),
         "host": host_facts(),
         "experiment": experiment,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

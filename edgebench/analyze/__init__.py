@@ -110,9 +110,25 @@ def describe_steps(steps: Any) -> str:
         return "—"
     parts = []
     for step in steps:
-        params = ", ".join(f"{k}={v}" for k, v in step.items() if k != "method")
+        defaults = _step_defaults(step.get("method"))
+        # Only what differs from the method's defaults: the table stays readable, and
+        # variant.json keeps every parameter.
+        params = ", ".join(f"{k}={v}" for k, v in step.items() if k != "method" and defaults.get(k, object()) != v)
         parts.append(f"{step.get('method', '?')}({params})")
     return " → ".join(parts)
+
+
+def _step_defaults(method: Any) -> dict:
+    import dataclasses
+
+    try:
+        from edgebench.compress import METHODS
+    except ImportError:  # pragma: no cover - reading records without the compressors
+        return {}
+    cls = METHODS.get(method)
+    if cls is None:
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def flatten(record: dict, prefix: str = "") -> dict:

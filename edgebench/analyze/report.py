@@ -124,7 +124,7 @@ def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id:
     git = manifest.get("git") or {}
     lines = [f"## edgebench run `{run_id}`", ""]
     if git:
-        lines.append(f"commit `{git.get('commit', '?')}`{' (dirty)' if git.get('dirty') else ''} · "
+        lines.append(f"commit `{git.get('commit') or 'not a git checkout'}`{' (dirty)' if git.get('dirty') else ''} · "
                      f"{_machine_line(manifest)}")
         lines.append("")
     rows = [["★" if front else ""] + [text for text, _ in cells]
@@ -149,7 +149,7 @@ def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id:
 
 
 def _machine_line(manifest: dict) -> str:
-    m = manifest.get("machine") or {}
+    m = manifest.get("host") or manifest.get("machine") or {}
     parts = [m.get("cpu"), m.get("arch"), m.get("system"),
              f"{m['cpu_count']} CPUs" if m.get("cpu_count") else None]
     return ", ".join(str(p) for p in parts if p) or "machine unknown"

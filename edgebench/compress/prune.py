@@ -13,7 +13,7 @@ importance). Layers really shrink: MACs drop about ratio² on plain convs, and l
 
     [[variant]]
     name = "sparse80"
-    steps = [{ method = "prune", kind = "unstructured", ratio = 0.8, finetune_epochs = 2 }]
+    steps = [{ method = "prune", kind = "unstructured", ratio = 0.8, finetune_epochs = 1 }]
 
     [[variant]]
     name = "slim50"
@@ -41,6 +41,7 @@ from edgebench.errors import StepError
 KINDS = ("unstructured", "structured")
 SCOPES = ("global", "layer")
 IMPORTANCES = ("l1", "l2", "bn_scale")
+DEFAULT_EPOCHS = {"unstructured": 1, "structured": 3}
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -84,7 +85,9 @@ def magnitude_mask(weights: list[torch.Tensor], ratio: float) -> list[torch.Tens
 class Prune:
     kind: str = "unstructured"
     ratio: float = 0.5  # share of weights (unstructured) or channels (structured) removed
-    finetune_epochs: int = 2
+    # Default: 1 epoch unstructured (the mask keeps most of the function), 3 structured
+    # (removed channels take capacity away); resolved at construction so records show it.
+    finetune_epochs: int | None = None
     lr: float | None = None  # default: a fifth of [train] lr
     rounds: int = 1  # iterative pruning: reach `ratio` in this many prune+fine-tune rounds
     scope: str = "global"  # unstructured: one magnitude threshold for all layers, or per layer
@@ -97,6 +100,8 @@ class Prune:
         choice(self.scope, SCOPES, "scope")
         choice(self.importance, IMPORTANCES, "importance")
         require(self.ratio >= 0, f"ratio = {self.ratio}: must be >= 0 (the share removed)")
+        if self.finetune_epochs is None:
+            object.__setattr__(self, "finetune_epochs", DEFAULT_EPOCHS[self.kind])
         require(self.finetune_epochs >= 0, "finetune_epochs must be >= 0")
         require(self.lr is None or self.lr > 0, "lr must be positive")
         require(self.rounds >= 1, "rounds must be >= 1")

@@ -1,0 +1,61 @@
+"""Time per step of the demo: training, each variant's compression and exports, each measurement.
+
+    python benchmarks/demo_steps.py                 # runs the demo into a temp folder
+    python benchmarks/demo_steps.py RUN_DIR         # or reads a finished run
+
+Prints one row per variant (steps, ONNX export, TFLite export, measuring on each runtime) and
+the totals; the demo's budget is 5 minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def main() -> int:
+    if len(sys.argv) > 1:
+        run_dir, wall = Path(sys.argv[1]), None
+    else:
+        out = Path(tempfile.mkdtemp(prefix="eb-demo-"))
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "edgebench", "run", "--out", str(out), "--json"],
+                              capture_output=True, text=True)  # fmt: skip
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return 1
+        run_dir = Path(json.loads(proc.stdout)["run_dir"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    measure: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in (run_dir / "records.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        measure[r["variant"]][f"{r['target']}/{r['runtime']}"] = r.get("measure_s") or 0.0
+    columns = sorted({k for v in measure.values() for k in v})
+    header = ["variant", "steps s", "onnx s", "tflite s", *[f"{c} s" for c in columns]]
+    rows, totals = [], defaultdict(float)
+    for vdir in sorted((run_dir / "variants").iterdir(), key=lambda p: (p.name != "baseline", p.stat().st_mtime)):
+        info = json.loads((vdir / "variant.json").read_text())
+        t = info.get("timings_s", {})
+        row = [vdir.name, t.get("steps", 0.0), t.get("onnx", 0.0), t.get("tflite", 0.0),
+               *[measure[vdir.name].get(c, 0.0) for c in columns]]  # fmt: skip
+        for name, value in zip(header[1:], row[1:]):
+            totals[name] += value
+        rows.append(row)
+    rows.append(["TOTAL", *[totals[h] for h in header[1:]]])
+    widths = [max(len(str(r[i]) if isinstance(r[i], str) else f"{r[i]:.1f}") for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join((c if isinstance(c, str) else f"{c:.1f}").rjust(w) for c, w in zip(r, widths)))
+    print(f"\nbaseline training (or cache load): {manifest.get('baseline_s', 0):.1f} s")
+    if wall is not None:
+        print(f"whole demo, wall clock: {wall:.1f} s (budget 300 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
