@@ -56,10 +56,11 @@ def run_command(args) -> int:
     from edgebench.pipeline import run_experiment
     from edgebench.records import read_records
 
-    exp = load_experiment(args.experiment)
+    if args.resume and not args.experiment:
+        exp = resumed_experiment(args.resume)
+    else:
+        exp = load_experiment(args.experiment)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
-    if args.resume and not args.resume.is_dir():
-        raise EdgebenchError(f"--resume {args.resume}: no such run folder")
     run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args))
     records = read_records(run_dir / "records.jsonl")
     failed = sum(r["status"] != "ok" for r in records)
@@ -72,6 +73,16 @@ def run_command(args) -> int:
             if (run_dir / name).exists():
                 print(f"  {run_dir / name}")
     return 0
+
+
+def resumed_experiment(run_dir: Path):
+    """The experiment an interrupted run was started with, from its manifest."""
+    from edgebench.config import experiment_from_dict
+
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        raise EdgebenchError(f"--resume {run_dir}: not a run folder (no manifest.json)")
+    return experiment_from_dict(json.loads(manifest.read_text())["experiment"])
 
 
 def summary_table(records: list[dict]) -> str:

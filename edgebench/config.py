@@ -187,6 +187,7 @@ class RunConfig:
 class Variant:
     name: str
     steps: tuple = ()  # of step objects from edgebench.compress
+    companion_of: str | None = None  # made because a step of that variant asked for it
 
     @property
     def parent(self) -> str | None:
@@ -208,8 +209,10 @@ class Experiment:
         """The resolved experiment as plain data (for manifest.json)."""
         out = dataclasses.asdict(self)
         out["variants"] = [
-            {"name": v.name, "steps": [step_to_dict(s) for s in v.steps]} for v in self.variants
-        ]
+            {"name": v.name, "steps": [step_to_dict(s) for s in v.steps],
+             **({"companion_of": v.companion_of} if v.companion_of else {})}
+            for v in self.variants
+        ]  # fmt: skip
         return out
 
 
@@ -268,8 +271,18 @@ def parse_experiment(raw: dict, source: str | None = None) -> Experiment:
             for extra_name, extra_steps in getattr(step, "companions", lambda _: [])(variant):
                 if extra_name not in seen:
                     seen.add(extra_name)
-                    variants.append(Variant(extra_name, tuple(extra_steps)))
+                    variants.append(Variant(extra_name, tuple(extra_steps), companion_of=name))
     return dataclasses.replace(exp, variants=tuple(variants), source=source)
+
+
+def experiment_from_dict(resolved: dict) -> Experiment:
+    """The experiment a run's manifest.json recorded (the inverse of Experiment.to_dict)."""
+    raw = {k: v for k, v in resolved.items() if k not in ("variants", "source")}
+    # Companions are made again by the steps that ask for them.
+    raw["variant"] = [
+        {"name": v["name"], "steps": v["steps"]} for v in resolved.get("variants", []) if not v.get("companion_of")
+    ]
+    return parse_experiment(raw, resolved.get("source") or "manifest.json")
 
 
 def load_experiment(path: str | Path | None = None) -> Experiment:

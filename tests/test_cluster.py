@@ -28,7 +28,9 @@ def unique_per_layer(model) -> dict[str, int]:
 
 
 def test_kmeans_is_deterministic_and_finds_the_clusters():
-    x = torch.cat([torch.full((50,), -1.0), torch.full((30,), 0.5), torch.full((20,), 2.0)]) + 0.01 * torch.randn(100)
+    x = torch.cat(
+        [torch.full((50,), -1.0), torch.full((30,), 0.5), torch.full((20,), 2.0)]
+    ) + 0.01 * torch.randn(100)
     c1, a1 = kmeans_1d(x, 3, seed=1)
     c2, a2 = kmeans_1d(x, 3, seed=1)
     assert torch.equal(c1, c2) and torch.equal(a1, a2)
@@ -54,7 +56,10 @@ def test_at_most_2_to_the_bits_values_per_layer_and_export(bits, epochs, tmp_pat
     path = export_onnx(out, DATA.x_test[:1], tmp_path / "m.onnx")
     verify_onnx(path, out, DATA.x_test[:32])
     if bits == 4:
-        assert evaluate(out, DATA.x_test, DATA.y_test) >= evaluate(model, DATA.x_test, DATA.y_test) - 0.05
+        assert (
+            evaluate(out, DATA.x_test, DATA.y_test)
+            >= evaluate(model, DATA.x_test, DATA.y_test) - 0.05
+        )
 
 
 def test_codebook_size_counts_indices_centroids_and_the_rest():

@@ -134,7 +134,8 @@ def test_killed_run_keeps_its_records_and_resume_finishes_without_duplicates(tmp
     proc.wait()
     kept = read_records(records_path)
     assert 2 <= len(kept) < 5
-    done = subprocess.run([*cmd, "--resume", str(records_path.parent)], capture_output=True, text=True, timeout=300)
+    resume = [sys.executable, "-m", "edgebench", "run", "--resume", str(records_path.parent), "--quiet"]  # from the manifest
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     final = read_records(records_path)
     names = [r["variant"] for r in final]

@@ -100,7 +100,14 @@ def test_structured_shrinks_channels_drops_macs_and_exports(tmp_path):
 
 @pytest.mark.parametrize("importance", ["l2", "bn_scale"])
 def test_structured_importances(importance, tmp_path):
-    pruned, _ = prune(trained_tiny(DATA), kind="structured", ratio=0.25, importance=importance, rounds=2, finetune_epochs=0)
+    pruned, _ = prune(
+        trained_tiny(DATA),
+        kind="structured",
+        ratio=0.25,
+        importance=importance,
+        rounds=2,
+        finetune_epochs=0,
+    )
     assert pruned.stem[0].out_channels == 12
     export_matches(pruned, tmp_path)
 
@@ -122,6 +129,8 @@ def test_configuration_is_checked_when_the_experiment_is_read():
         METHODS["prune"](kind="sideways")
     with pytest.raises(ConfigError, match="importance"):
         METHODS["prune"](importance="l3")
+    assert METHODS["prune"](kind="structured").finetune_epochs == 3  # resolved, so records show it
+    assert METHODS["prune"]().finetune_epochs == 1
     raw = {"variant": [{"name": "p", "steps": [{"method": "prune", "kind": "structured", "ratio": 0.5,
                                                  "finetune_epochs": 1, "per_layer": {"a*": 0.2}}]}]}  # fmt: skip
     step = parse_experiment(raw).variants[0].steps[0]
@@ -155,4 +164,6 @@ def test_prune_is_a_registered_method_that_chains():
 def test_tiny_net_has_every_layer_kind():
     kinds = {type(m).__name__ for m in TinyNet().modules()}
     assert {"Conv2d", "BatchNorm2d", "SiLU", "Hardswish", "ReLU", "Linear"} <= kinds
-    assert any(m.groups == m.out_channels for m in TinyNet().modules() if isinstance(m, torch.nn.Conv2d))
+    assert any(
+        m.groups == m.out_channels for m in TinyNet().modules() if isinstance(m, torch.nn.Conv2d)
+    )

@@ -27,22 +27,34 @@ def test_qat_returns_a_plain_model_on_the_int8_grid_that_exports(per_channel, tm
     model = trained_tiny(DATA)
     before = trained_tiny(DATA)
     c = ctx()
-    out = METHODS["quantize"](scheme="qat", finetune_epochs=1, per_channel=per_channel).apply(model, c)
+    out = METHODS["quantize"](scheme="qat", finetune_epochs=1, per_channel=per_channel).apply(
+        model, c
+    )
     assert state_equal(model, before)
     assert c.notes["qat_bn_folded"] is True
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in out.modules())
     for name, m in prunable_layers(out):
         assert not hasattr(m, "parametrizations") and not m._forward_pre_hooks, name
         w = m.weight.detach()
-        absmax = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True) if per_channel else w.abs().max()
+        absmax = (
+            w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
+            if per_channel
+            else w.abs().max()
+        )
         steps = w / (absmax / 127)
         assert torch.allclose(steps, steps.round(), atol=1e-3), name  # on the int8 grid
     float_onnx = export_onnx(out, DATA.x_test[:1], tmp_path / "f.onnx")
     verify_onnx(float_onnx, out, DATA.x_test[:32])
-    int8 = quantize_onnx(float_onnx, tmp_path / "q.onnx", "int8_static", DATA.x_calib, per_channel=per_channel)
-    agree = (onnx_logits(int8, DATA.x_test).argmax(1) == predict_logits(out, DATA.x_test).argmax(1)).mean()
+    int8 = quantize_onnx(
+        float_onnx, tmp_path / "q.onnx", "int8_static", DATA.x_calib, per_channel=per_channel
+    )
+    agree = (
+        onnx_logits(int8, DATA.x_test).argmax(1) == predict_logits(out, DATA.x_test).argmax(1)
+    ).mean()
     assert agree >= 0.95
-    assert evaluate(out, DATA.x_test, DATA.y_test) >= evaluate(model, DATA.x_test, DATA.y_test) - 0.05
+    assert (
+        evaluate(out, DATA.x_test, DATA.y_test) >= evaluate(model, DATA.x_test, DATA.y_test) - 0.05
+    )
 
 
 def test_qat_without_batchnorm_and_the_default_lr():

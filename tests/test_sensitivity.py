@@ -47,6 +47,9 @@ def test_command_writes_json_and_chart(tmp_path, capsys):
     assert result["method"] == "prune" and result["measured_on"].startswith("test")
     assert len(result["layers"]) == 6  # demo_cnn: five convs and the classifier
     assert (out / "sensitivity.png").stat().st_size > 1000
-    assert cli_main(["sensitivity", str(exp), "--method", "quantize", "--out", str(out), "--json"]) == 0
+    assert (
+        cli_main(["sensitivity", str(exp), "--method", "quantize", "--out", str(out), "--json"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["layers"]
     assert cli_main(["sensitivity", str(exp), "--ratio", "1.5", "--out", str(out), "--quiet"]) == 2

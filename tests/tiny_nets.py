@@ -49,12 +49,16 @@ class TinyNet(nn.Module):
     def __init__(self, num_classes: int = N_CLASSES, in_channels: int = 1, c: int = 16):
         super().__init__()
         self.out = nn.Linear(2 * c, num_classes)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU()
+        )
         self.mix = nn.Sequential(
             nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c), nn.Hardswish(),
             nn.Conv2d(c, c, 1, groups=2, bias=False), nn.BatchNorm2d(c),
         )  # fmt: skip
-        self.down = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU())
+        self.down = nn.Sequential(
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU()
+        )
         self.hidden = nn.Linear(2 * c, 2 * c)
 
     def forward(self, x):
@@ -69,7 +73,9 @@ class NoBatchNormNet(nn.Module):
 
     def __init__(self, num_classes: int = N_CLASSES):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        )
         self.fc = nn.Linear(8, num_classes)
 
     def forward(self, x):

@@ -1,0 +1,40 @@
+"""The command line: fast start (no heavy imports), help, JSON output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from edgebench.cli import build_parser; build_parser().format_help(); "
+            "print([m for m in ('torch', 'pandas', 'matplotlib', 'onnx', 'onnxruntime', 'sklearn') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", ["run", "init", "compress", "report", "check", "compare", "targets", "sensitivity"])
+def test_every_command_has_help(command):
+    out = subprocess.run([sys.executable, "-m", "edgebench", command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: edgebench" in out.stdout
+
+
+def test_targets_json_lists_the_shipped_profiles():
+    out = subprocess.run([sys.executable, "-m", "edgebench", "targets", "local", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0
+    (local,) = json.loads(out.stdout)
+    assert local["reachable"] and local["runtimes"]["onnxruntime"]
+
+
+def test_unknown_target_is_a_clear_error():
+    out = subprocess.run([sys.executable, "-m", "edgebench", "run", "--targets", "lokal"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "unknown target 'lokal' (did you mean \"local\"?)" in out.stderr
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "edgebench", "run", "--resume", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 2 and "not a run folder" in out.stderr
