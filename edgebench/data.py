@@ -34,6 +34,7 @@ class Dataset:
     mean: np.ndarray
     std: np.ndarray
     classes: list
+    y_calib: np.ndarray | None = None  # labels of the calibration split, where known
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -147,6 +148,6 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     return Dataset(
         x_train=norm(x_train[train_idx]), y_train=y_train[train_idx],
-        x_calib=norm(x_train[calib_idx]), x_test=norm(x_test), y_test=y_test,
+        x_calib=norm(x_train[calib_idx]), y_calib=y_train[calib_idx], x_test=norm(x_test), y_test=y_test,
         num_classes=num_classes, mean=mean.ravel(), std=std.ravel(), classes=classes,
     )  # fmt: skip

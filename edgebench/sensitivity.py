@@ -56,11 +56,9 @@ def layer_sensitivity(
 ) -> list[dict]:
     """One row per Conv/Linear layer, worst first: {layer, type, params, score, drop}.
 
-    `split="test"`: `score` is top-1 accuracy on the test split and `drop` the baseline's
-    accuracy minus it. `split="calib"`: the held-out calibration split has no labels, so `score`
-    is the share of predictions unchanged from the uncompressed model and `drop` = 1 − score
-    (an upper bound on the accuracy drop) — what `prune`'s `skip_sensitive` uses, so no step
-    ever looks at the test set. The model is not modified.
+    `score` is top-1 accuracy on the split and `drop` the uncompressed model's accuracy minus
+    it. `split="calib"` (the calibration split, held out from training) is what `prune`'s
+    `skip_sensitive` uses, so no step ever looks at the test set. The model is not modified.
     """
     import copy
 
@@ -75,7 +73,8 @@ def layer_sensitivity(
     model = copy.deepcopy(model).eval()
     x = data.x_test if split == "test" else data.x_calib
     ref = predict_logits(model, x).argmax(1)
-    y = data.y_test if split == "test" else ref
+    # Without calibration labels, the uncompressed model's predictions stand in for them.
+    y = data.y_test if split == "test" else (data.y_calib if data.y_calib is not None else ref)
     base = float((ref == y).mean())
     rows = []
     for name, module in prunable_layers(model):

@@ -38,3 +38,19 @@ def test_unknown_target_is_a_clear_error():
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edgebench", "run", "--resume", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2 and "not a run folder" in out.stderr
+
+
+def test_unreachable_ssh_target_is_reported_and_fails_only_when_strict(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = tmp_path / "gone.toml"
+    profile.write_text(f'name = "gone"\ntransport = "ssh"\nhost = "127.0.0.1"\nport = {port}\nconnect_timeout_s = 3\n')
+    cmd = [sys.executable, "-m", "edgebench", "targets", str(profile)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "UNREACHABLE" in out.stdout and f"127.0.0.1:{port}" in out.stdout
+    strict = subprocess.run([*cmd, "--strict"], capture_output=True, text=True, timeout=60)
+    assert strict.returncode == 1

@@ -29,8 +29,8 @@ class Compact:
     epochs: int | None = None  # default: [train] epochs
     lr: float | None = None  # default: [train] lr
     distill: bool = True  # logits KD from the trained baseline
-    temperature: float = 4.0
-    alpha: float = 0.9
+    temperature: float = 2.0
+    alpha: float = 0.5
     twin: bool = True  # with distill: also make the same student without KD (`<name>-nokd`)
 
     def __post_init__(self):

@@ -3,8 +3,9 @@
 Three kinds of knowledge, each one paper:
 
 - `logits` (Hinton et al. 2015): loss = α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1−α)·CE.
-- `feature` (FitNets, Romero et al. ICLR 2015): CE + β·MSE between a teacher feature map and
-  the student's, seen through a learned 1×1 conv adapter trained jointly (then dropped).
+- `feature` (FitNets, Romero et al. ICLR 2015): the logits loss + β·hint, the hint being the
+  relative squared error between a teacher feature map and the student's seen through a
+  learned 1×1 conv adapter, trained jointly (the adapter is dropped afterwards).
 - `relation` (RKD, Park et al. CVPR 2019): CE + β·(distance loss + 2·angle loss) on the
   penultimate embeddings, i.e. the inputs of the last Linear layer each model runs.
 - `none`: the same student, same seed and epochs, trained with plain cross-entropy and no
@@ -47,8 +48,8 @@ class Distill:
     width: float = 0.5
     epochs: int | None = None  # default: [train] epochs
     lr: float | None = None  # default: [train] lr
-    temperature: float = 4.0  # logits
-    alpha: float = 0.9  # logits: weight of the soft-target term
+    temperature: float = 2.0  # logits, feature
+    alpha: float = 0.5  # logits, feature: weight of the soft-target term
     beta: float = 1.0  # feature/relation: weight of the hint or relation loss
     teacher_layer: str | None = None  # feature: module name; automatic when unset
     student_layer: str | None = None
@@ -86,7 +87,8 @@ class Distill:
         if self.kind == "logits":
             return logits_loss(teacher, self.temperature, self.alpha), []
         if self.kind == "feature":
-            return feature_loss(teacher, student, ctx, self.beta, self.teacher_layer, self.student_layer)
+            kd = logits_loss(teacher, self.temperature, self.alpha)
+            return feature_loss(teacher, student, ctx, kd, self.beta, self.teacher_layer, self.student_layer)
         return relation_loss(teacher, student, ctx, self.beta), []
 
 
@@ -200,8 +202,13 @@ class TeacherMemo:
         return out
 
 
-def feature_loss(teacher, student, ctx: StepContext, beta: float, teacher_layer, student_layer):
-    """FitNets hint loss; returns the loss and the adapter's parameters (trained jointly)."""
+def feature_loss(teacher, student, ctx: StepContext, kd: Callable, beta: float, teacher_layer, student_layer):
+    """`kd` plus β × the FitNets hint loss; returns the loss and the adapter's parameters.
+
+    FitNets trains in two stages (hints, then KD); here both terms train jointly, which fits
+    a step of a few epochs. The hint is a relative squared error (MSE / mean of the teacher
+    map squared), so β means the same whatever the scale of the teacher's activations.
+    """
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -223,13 +230,13 @@ def feature_loss(teacher, student, ctx: StepContext, beta: float, teacher_layer,
     def loss(model, x, y):
         handle = s_mod.register_forward_hook(lambda _m, _i, out: seen.__setitem__("s", out))
         try:
-            logits = model(x)
+            base = kd(model, x, y)
         finally:
             handle.remove()  # never left on the student we return
-        t_feat = t_memo(x)
         # Maps of different sizes meet at the smaller one: average pooling keeps the content.
+        t_feat = F.adaptive_avg_pool2d(t_memo(x), size)
         s_feat = F.adaptive_avg_pool2d(adapter(seen.pop("s")), size)
-        return F.cross_entropy(logits, y) + beta * F.mse_loss(s_feat, F.adaptive_avg_pool2d(t_feat, size))
+        return base + beta * F.mse_loss(s_feat, t_feat) / t_feat.pow(2).mean().clamp_min(1e-12)
 
     ctx.notes["distill_layers"] = {"teacher": t_name, "student": s_name,
                                    "teacher_shape": list(t_shape[1:]), "student_shape": list(s_shape[1:])}  # fmt: skip

@@ -28,7 +28,7 @@ class Quantize:
     scheme: str = "int8_static"
     per_channel: bool = False
     calibration: str = "minmax"
-    finetune_epochs: int = 2  # qat only
+    finetune_epochs: int = 1  # qat only
     lr: float | None = None  # qat only; default: a tenth of [train] lr
 
     def __post_init__(self):
