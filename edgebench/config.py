@@ -174,8 +174,13 @@ class RunConfig:
     min_seconds: float = 1.0
     max_seconds: float = 30.0
     timeout_s: float = 300.0
+    # Each variant is measured in this many runner processes, interleaved with the other
+    # variants (asv's approach): a burst of load from neighbours then hits a slice of every
+    # variant instead of all of one, so in-run latency ratios stay fair.
+    rounds: int = 3
 
     def __post_init__(self):
+        require(self.rounds >= 1, "rounds must be >= 1")
         for r in self.runtimes:
             choice(r, ("onnxruntime", "tflite"), "runtimes")
         require(self.threads >= 1, "threads must be >= 1")
@@ -269,6 +274,11 @@ def parse_experiment(raw: dict, source: str | None = None) -> Experiment:
         # without the teacher, so the gain shows on the chart.
         for step in variant.steps:
             for extra_name, extra_steps in getattr(step, "companions", lambda _: [])(variant):
+                # The same companion asked for twice (e.g. one student without KD for three
+                # KD kinds) is made once.
+                signature = [step_to_dict(s) for s in extra_steps]
+                if any([step_to_dict(s) for s in v.steps] == signature for v in variants):
+                    continue
                 if extra_name not in seen:
                     seen.add(extra_name)
                     variants.append(Variant(extra_name, tuple(extra_steps), companion_of=name))

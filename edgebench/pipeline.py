@@ -81,20 +81,58 @@ def _fidelity(logits: np.ndarray, base: np.ndarray | None) -> tuple[float | None
     return agreement, rel
 
 
-def measure_variant(
-    variant: BuiltVariant, profile: TargetProfile, target, runtime: str, options: RunOptions, run_dir: Path, run_id: str
+def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: RunOptions, run_dir: Path, log):
+    """Measure every variant in `options.rounds` runner processes, interleaved.
+
+    Yields (variant, merged runner result) as each variant's last round finishes. A variant
+    that fails in a round is not measured again; a variant with no artifact yields its reason.
+    """
+    fmt = FORMAT_OF[runtime]
+    results: dict[str, list[dict]] = {v.name: [] for v in variants}
+    for index in range(options.rounds):
+        last = index == options.rounds - 1
+        for variant in variants:
+            artifact, why = variant.artifact(fmt)
+            done = results[variant.name]
+            if artifact is None:
+                if last:
+                    yield variant, {"status": "error", "error": why}
+                continue
+            if not done or done[-1].get("status") == "ok":
+                try:
+                    done.append(target.measure(artifact, run_dir / "eval.npz", runtime, options.round(index)))
+                except Exception as exc:  # noqa: BLE001 - a target failure is a record; the sweep goes on
+                    done.append({"status": "error", "error": f"{type(exc).__name__}: {exc}"})
+            if last:
+                yield variant, merge_rounds(done)
+        if not last:
+            log(f"{target.profile.name} {runtime}: round {index + 1}/{options.rounds} measured")
+
+
+def merge_rounds(results: list[dict]) -> dict:
+    """One runner result from several rounds: samples pooled, CPU time summed, peak memory max;
+    accuracy and logits from the first round (the only one that predicts every input)."""
+    failed = [r for r in results if r.get("status") != "ok"]
+    if failed:
+        return failed[0]
+    merged = dict(results[0])
+    merged["latency_samples_ms"] = [s for r in results for s in r["latency_samples_ms"]]
+    merged["cpu_time_s"] = sum(r.get("cpu_time_s") or 0.0 for r in results)
+    rss = [r["peak_rss_mb"] for r in results if r.get("peak_rss_mb") is not None]
+    merged["peak_rss_mb"] = max(rss) if rss else None
+    rapl = [r.get("rapl_uj") for r in results]
+    merged["rapl_uj"] = sum(rapl) if all(v is not None for v in rapl) else None
+    merged["rounds"] = len(results)
+    return merged
+
+
+def make_measured_record(
+    variant: BuiltVariant, profile: TargetProfile, runtime: str, result: dict, options: RunOptions, run_dir: Path, run_id: str
 ) -> dict:
-    """One record: the runner's measurement of one variant on one target's runtime."""
+    """The record of one variant on one target's runtime, from the (merged) runner result."""
     fmt = FORMAT_OF[runtime]
     record = make_record(run_id=run_id, variant=variant.name, target=profile.name, runtime=runtime,
                          emulated=profile.emulated, **variant.static_fields(fmt))  # fmt: skip
-    artifact, why = variant.artifact(fmt)
-    if artifact is None:
-        return {**record, "status": "error", "error": why}
-    try:
-        result = target.measure(artifact, run_dir / "eval.npz", runtime, options)
-    except Exception as exc:  # noqa: BLE001 - a target failure is a record, and the sweep goes on
-        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
     machine = dict(result.get("machine") or {})
     machine.update(runtime_version=result.get("runtime_version"), threads=options.threads)
     record["machine"] = machine
@@ -113,7 +151,7 @@ def measure_variant(
         latency_ms=latency_summary(samples), latency_samples_ms=samples,
         peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
         accuracy=result.get("accuracy"), agreement=agreement, logit_rel_err=rel,
-        n_eval=result.get("n_eval"), rapl_uj=result.get("rapl_uj"),
+        n_eval=result.get("n_eval"), rapl_uj=result.get("rapl_uj"), rounds=result.get("rounds", 1),
     )  # fmt: skip
     record["energy_mj"] = _energy(record, profile)
     return record
@@ -128,27 +166,30 @@ def _energy(record: dict, profile: TargetProfile) -> dict:
 def run_options(exp: Experiment) -> RunOptions:
     r = exp.run
     return RunOptions(threads=r.threads, warmup=r.warmup, min_runs=r.min_runs, min_seconds=r.min_seconds,
-                      max_seconds=r.max_seconds, timeout_s=r.timeout_s)  # fmt: skip
+                      max_seconds=r.max_seconds, timeout_s=r.timeout_s, rounds=r.rounds)  # fmt: skip
 
 
 def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
+    """Every variant on every (target, runtime); each record appended as soon as it is final."""
     records = RecordLog(run_dir)
     base_options = run_options(exp)
     plan = [(p, rt) for p in profiles for rt in exp.run.runtimes if rt in p.runtimes]
-    total = len(plan) * len(variants)
-    count = 0
+    total, count = len(plan) * len(variants), 0
     for profile, runtime in plan:
+        todo = [v for v in variants if (v.name, profile.name, runtime) not in records.done]
+        count += len(variants) - len(todo)
+        if not todo:
+            continue
         target = open_target(profile)
         options = base_options.for_target(profile)
+        started = time.perf_counter()
         try:
-            for variant in variants:  # the baseline first: the others are compared with it
-                count += 1
-                if (variant.name, profile.name, runtime) in records.done:
-                    continue
-                started = time.perf_counter()
-                record = measure_variant(variant, profile, target, runtime, options, run_dir, run_id)
-                record["measure_s"] = round(time.perf_counter() - started, 2)
+            # The baseline first: the others are compared with it.
+            for variant, result in measure_rounds(todo, target, runtime, options, run_dir, log):
+                record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id)
+                record["measure_s"] = round((time.perf_counter() - started) / len(todo), 2)
                 records.append(record)
+                count += 1
                 log(f"[{count}/{total}] {profile.name} {runtime} {variant.name}: {summarize(record)}")
         finally:
             target.close()

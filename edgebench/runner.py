@@ -226,8 +226,7 @@ def run(args: argparse.Namespace) -> dict:
         model.timed_call(x[:1]), args.warmup, args.min_runs, args.min_seconds, args.max_seconds
     )
     rapl_after = read_rapl_uj()
-    logits = predict_all(model, x)
-    result = {
+    result: dict = {
         "status": "ok",
         "runner_version": RUNNER_VERSION,
         "runtime": args.runtime,
@@ -238,13 +237,14 @@ def run(args: argparse.Namespace) -> dict:
         "load_s": load_s,
         # Energy of warm-up + timed loop as measured by RAPL, where the machine has it.
         "rapl_uj": rapl_after - rapl_before if rapl_before is not None and rapl_after is not None and rapl_after >= rapl_before else None,
-        "n_eval": int(len(x)),
-        "logits_shape": list(logits.shape),
-        "logits_b64": base64.b64encode(logits.tobytes()).decode("ascii"),
     }
-    if "y" in data.files:
-        y = data["y"][: len(x)]
-        result["accuracy"] = float((logits.argmax(axis=1) == y).mean())
+    if not args.no_eval:
+        logits = predict_all(model, x)
+        result.update(n_eval=int(len(x)), logits_shape=list(logits.shape),
+                      logits_b64=base64.b64encode(logits.tobytes()).decode("ascii"))  # fmt: skip
+        if "y" in data.files:
+            y = data["y"][: len(x)]
+            result["accuracy"] = float((logits.argmax(axis=1) == y).mean())
     result["peak_rss_mb"] = peak_rss_mb()
     result["machine"] = machine_facts()
     return result
@@ -271,6 +271,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--max-seconds", type=float, default=60.0)
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N inputs")
+    p.add_argument("--no-eval", action="store_true", help="latency only: skip predicting every input")
     p.add_argument("--output", help="write the JSON here instead of stdout")
     return p.parse_args(argv)
 

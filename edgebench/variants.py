@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edgebench.config import Experiment, Variant, step_to_dict
 from edgebench.errors import EdgebenchError
 
@@ -19,6 +21,7 @@ FORMAT_OF = {"onnxruntime": "onnx", "tflite": "tflite"}
 PRECISION_OF = {"fp32": "fp32", "fp16": "fp16", "int8_dynamic": "int8", "int8_static": "int8"}
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 TFLITE_FP32_TOLERANCE = 1e-4
+TFLITE_BROKEN_REL_ERR = 1.0  # ‖Δlogits‖ ≥ ‖logits‖: nothing of the model is left
 
 
 @dataclass
@@ -161,6 +164,10 @@ def _export_tflite(model, data, path: Path, scheme: str, per_channel: bool, log,
         if scheme == "fp32" and not check["logit_rel_err"] <= TFLITE_FP32_TOLERANCE:
             raise EdgebenchError(f"TFLite export does not match torch: relative error {check['logit_rel_err']:.2e} "
                                  f"> {TFLITE_FP32_TOLERANCE:.0e} on {check['n']} test inputs")
+        if not np.isfinite(check["logit_rel_err"]) or check["logit_rel_err"] > TFLITE_BROKEN_REL_ERR:
+            # Quantization error is expected; outputs this far from torch mean a broken model.
+            raise EdgebenchError(f"TFLite {scheme} export is broken: relative error {check['logit_rel_err']:.2e}, "
+                                 f"top-1 agreement {check['agreement']:.0%} with torch on {check['n']} test inputs")
     except EdgebenchError as exc:
         log(f"{name}: tflite: {exc}")
         return {"error": str(exc)}

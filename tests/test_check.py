@@ -130,9 +130,9 @@ def test_whole_run_shift_does_not_fail_the_relative_check(tmp_path, capsys):
     code, out = run_cli(check, ["--json", str(new), "--baseline", str(base)], capsys)
     assert code == 0, out
     rows = {(c["variant"], c["metric"]): c for c in json.loads(out)["checks"]}
-    relative = rows[("int8", "latency_ms.p50 / baseline")]
+    relative = rows[("int8", "latency_ms.p25 / baseline")]
     assert relative["verdict"] == "ok" and abs(float(relative["value"]) - 0.7) < 0.02
-    assert rows[("baseline", "latency_ms.p50")]["verdict"] == "ok"  # +25% < the 30% absolute effect
+    assert rows[("baseline", "latency_ms.p25")]["verdict"] == "ok"  # +25% < the 30% absolute effect
     # The old rule (absolute, +10%) on the same runs would have failed int8.
     old_int8, new_int8 = two_variants()[1], two_variants(seed=1, p50=1.25)[1]
     assert check.latency_test(old_int8["latency_samples_ms"], new_int8["latency_samples_ms"],
@@ -147,7 +147,7 @@ def test_variant_slower_relative_to_its_run_fails(tmp_path, capsys):
     code, out = run_cli(check, [str(new), "--baseline", str(base)], capsys)
     assert code == 1, out
     fails = latency_fails(out)
-    assert len(fails) == 1 and "int8" in fails[0] and "latency_ms.p50 / baseline" in fails[0]
+    assert len(fails) == 1 and "int8" in fails[0] and "latency_ms.p25 / baseline" in fails[0]
     assert 11.0 <= float(re.search(r"— ([+-][\d.]+)%", fails[0]).group(1)) <= 13.0
     # Below a 15% minimum effect it is not a regression.
     assert run_cli(check, [str(new), "--baseline", str(base), "--latency-effect", "0.15"], capsys)[0] == 0
@@ -175,7 +175,7 @@ def test_variant_without_a_reference_is_judged_absolutely(tmp_path, capsys):
     assert "no 'baseline' to time against" in out
     new = write_run(tmp_path / "slow", two_variants(seed=1, p50=1.4)[1:])
     code, out = run_cli(check, [str(new), "--baseline", str(base)], capsys)
-    assert code == 1 and latency_fails(out) and "latency_ms.p50 " in latency_fails(out)[0]
+    assert code == 1 and latency_fails(out) and "latency_ms.p25 " in latency_fails(out)[0]
 
 
 def test_latency_tests_need_both_significance_and_effect():
@@ -229,7 +229,9 @@ def test_old_baseline_json_still_loads(tmp_path, capsys):
         code, out = run_cli(check, [str(same), "--baseline", str(path)], capsys)
         assert code == 0, out
         code, out = run_cli(check, [str(slower), "--baseline", str(path)], capsys)
-        assert code == 1 and "latency_ms.p50 / baseline" in latency_fails(out)[0], out
+        # Without raw samples the stored median stands in for the 25th percentile.
+        metric = "latency_ms.p25" if path == with_samples else "latency_ms.p50"
+        assert code == 1 and f"int8 on local/onnxruntime: {metric} / baseline" in latency_fails(out)[0], out
 
 
 def test_error_record_and_missing_variant_fail(tmp_path, run, capsys):
@@ -249,7 +251,7 @@ def test_error_record_and_missing_variant_fail(tmp_path, run, capsys):
 def test_json_output(tmp_path, run, capsys):
     code, out = run_cli(check, ["--json", str(run), "--baseline", str(run)], capsys)
     doc = json.loads(out)
-    assert code == 0 and doc["passed"] and {c["metric"] for c in doc["checks"]} >= {"macs", "latency_ms.p50"}
+    assert code == 0 and doc["passed"] and {c["metric"] for c in doc["checks"]} >= {"macs", "latency_ms.p25"}
 
 
 def test_compare_shows_ratios(tmp_path, capsys):
@@ -261,3 +263,16 @@ def test_compare_shows_ratios(tmp_path, capsys):
     assert 1.8 < float(line.split()[-1]) < 2.2
     rows = compare.compare_runs(a, b)
     assert {r["metric"] for r in rows} >= {"size_bytes", "accuracy"}
+
+
+def test_a_burst_from_a_neighbour_does_not_fail_but_moves_the_median():
+    # What gate_noise.py saw: a neighbour slows part of a variant's measurement by ~40%. Once
+    # more than half of the samples are hit the median jumps; the 25th percentile barely moves.
+    from edgebench.analyze.latency_gate import relative_test
+
+    rng = np.random.default_rng(5)
+    ref_old, ref_new = rng.lognormal(0, 0.03, 900), rng.lognormal(0, 0.03, 900)
+    var_old = 0.7 * rng.lognormal(0, 0.03, 900)
+    var_new = 0.7 * np.concatenate([rng.lognormal(0, 0.03, 450), 1.4 * rng.lognormal(0, 0.03, 550)])
+    assert not relative_test(ref_old, var_old, ref_new, var_new, effect=0.10, alpha=0.01, stat="p25").slower
+    assert relative_test(ref_old, var_old, ref_new, var_new, effect=0.10, alpha=0.01, stat="p50").slower

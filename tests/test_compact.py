@@ -29,7 +29,9 @@ def test_compact_student_learns_and_exports(arch, distill, data, teacher, tmp_pa
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     lines: list[str] = []
     ctx = context(data, teacher, log=lines.append)
-    student = METHODS["compact"](arch=arch, width=0.25, epochs=3, distill=distill).apply(teacher, ctx)
+    student = METHODS["compact"](arch=arch, width=0.25, epochs=3, distill=distill).apply(
+        teacher, ctx
+    )
     losses = epoch_losses(lines)
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert type(student).__name__ == {"mobilenet": "MobileNet", "shufflenet": "ShuffleNet"}[arch]

@@ -22,7 +22,7 @@ from edgebench.config import ModelConfig, TrainConfig, parse_experiment
 from edgebench.data import Dataset
 from edgebench.errors import ConfigError, StepError
 from edgebench.export import export_onnx, verify_onnx
-from edgebench.models import count_params
+from edgebench.models import count_params, create_model
 from edgebench.train import fit
 
 N_CLASSES = 4
@@ -57,7 +57,9 @@ class UserNet(nn.Module):
         super().__init__()
         c = max(4, int(16 * width) // 4 * 4)
         self.head = nn.Linear(2 * c, num_classes)  # registered first, runs last
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()
+        )
         self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
         self.act = nn.SiLU()
         self.expand = nn.Conv2d(c, 2 * c, 1)
@@ -120,7 +122,10 @@ def test_each_kind_trains_a_smaller_student_and_leaves_the_teacher(kind, data, t
     assert count_params(student)[0] < count_params(teacher)[0]
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert not teacher.training and not has_hooks(teacher) and not has_hooks(student)
-    assert ctx.notes["distill"]["kind"] == kind and ctx.notes["distill"]["student_params"] == count_params(student)[0]
+    assert (
+        ctx.notes["distill"]["kind"] == kind
+        and ctx.notes["distill"]["student_params"] == count_params(student)[0]
+    )
     assert_exports(student, data, tmp_path)
 
 
@@ -135,21 +140,31 @@ def test_auto_layers_are_found_by_shape_and_call_order(teacher, data):
 def test_feature_kd_with_named_layers_and_different_sizes(data, teacher):
     # The student's `expand` map is 8×8, the teacher's `mix` 4×4: pooled to the smaller one.
     ctx = context(data, teacher)
-    step = METHODS["distill"](kind="feature", width=0.5, epochs=1, teacher_layer="mix", student_layer="expand")
+    step = METHODS["distill"](
+        kind="feature", width=0.5, epochs=1, teacher_layer="mix", student_layer="expand"
+    )
     step.apply(teacher, ctx)
     assert ctx.notes["distill_layers"]["student_shape"] == [16, 8, 8]
     assert ctx.notes["distill_layers"]["teacher_shape"] == [32, 4, 4]
     with pytest.raises(StepError, match='did you mean "mix"'):
         METHODS["distill"](kind="feature", epochs=1, teacher_layer="mixx").apply(teacher, ctx)
+    with pytest.raises(StepError, match="'head' gives .*not a 4-D feature map"):
+        METHODS["distill"](kind="feature", epochs=1, teacher_layer="head").apply(teacher, ctx)
 
 
 def test_registry_student_and_factory_without_width(data, teacher):
     ctx = context(data, teacher, ModelConfig(factory="demo_cnn"))
-    student = METHODS["distill"](kind="logits", student="shufflenet", width=0.25, epochs=1).apply(teacher, ctx)
+    student = METHODS["distill"](kind="logits", student="shufflenet", width=0.25, epochs=1).apply(
+        teacher, ctx
+    )
     assert type(student).__name__ == "ShuffleNet"  # its export is tested in test_compact.py
-    ctx = context(data, teacher, ModelConfig(factory="demo_cnn"))
-    student = METHODS["distill"](kind="relation", width=0.25, epochs=1).apply(teacher, ctx)
-    assert type(student).__name__ == "DemoCNN"  # "teacher" means the experiment's factory
+    # "teacher" means the experiment's factory, its width scaled by the step's width.
+    ctx = context(data, teacher, ModelConfig(factory="demo_cnn", kwargs={"width": 0.5}))
+    student = METHODS["distill"](kind="relation", width=0.5, epochs=1).apply(teacher, ctx)
+    assert (
+        count_params(student)[0]
+        == count_params(create_model("demo_cnn", N_CLASSES, 1, width=0.25))[0]
+    )
     ctx = context(data, teacher, ModelConfig(factory=f"{__name__}:no_width_net"))
     with pytest.raises(StepError, match="no width"):
         METHODS["distill"](kind="logits", width=0.5, epochs=1).apply(teacher, ctx)
@@ -158,7 +173,10 @@ def test_registry_student_and_factory_without_width(data, teacher):
 def test_student_and_its_nokd_twin_start_equal(data, teacher):
     ctx = context(data, teacher)
     a, b = make_student("teacher", 0.5, ctx, teacher), make_student("teacher", 0.5, ctx, teacher)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_companions_add_the_nokd_twin():
@@ -173,10 +191,14 @@ def test_companions_add_the_nokd_twin():
     twin = by_name["kd-nokd"].steps
     assert (twin[0].kind, twin[0].width, twin[1].method) == ("none", 0.5, "quantize")
     with pytest.raises(ConfigError, match="kind"):
-        parse_experiment({"variant": [{"name": "x", "steps": [{"method": "distill", "kind": "logit"}]}]})
+        parse_experiment(
+            {"variant": [{"name": "x", "steps": [{"method": "distill", "kind": "logit"}]}]}
+        )
 
 
 def test_logits_loss_follows_hinton():
     s, y = torch.randn(8, N_CLASSES), torch.randint(0, N_CLASSES, (8,))
-    assert torch.allclose(kd_logits(s, torch.randn(8, N_CLASSES), y, 4.0, 0.0), F.cross_entropy(s, y))
+    assert torch.allclose(
+        kd_logits(s, torch.randn(8, N_CLASSES), y, 4.0, 0.0), F.cross_entropy(s, y)
+    )
     assert kd_logits(s, s, y, 4.0, 1.0).abs() < 1e-6  # no soft-target loss when they agree

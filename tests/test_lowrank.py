@@ -24,7 +24,9 @@ class Wide(nn.Module):
     def __init__(self, c: int = 32):
         super().__init__()
         self.a = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU())
-        self.b = nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU())
+        self.b = nn.Sequential(
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU()
+        )
         self.skip = nn.Conv2d(c, 2 * c, 1, stride=2, bias=False)
         self.dw = nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c)
         self.fc1 = nn.Linear(2 * c, 64)
@@ -97,7 +99,9 @@ def test_depthwise_and_small_layers_are_skipped(wide):
     model, ranks = factorize(wide, ratio=0.5)
     assert model.dw is not wide.dw and isinstance(model.dw, nn.Conv2d)  # a copy, unchanged
     assert torch.equal(model.dw.weight, wide.dw.weight)
-    assert "dw" not in ranks and "a.0" not in ranks and "fc2" not in ranks  # grouped; 288 and 256 weights
+    assert (
+        "dw" not in ranks and "a.0" not in ranks and "fc2" not in ranks
+    )  # grouped; 288 and 256 weights
 
 
 def test_nothing_to_factorize_is_a_step_error(data):
@@ -114,7 +118,9 @@ def test_step_finetunes_records_ranks_and_exports(mode, data, tmp_path):
     torch.manual_seed(0)
     model = fit(UserNet(width=2.0), data, TRAIN, epochs=2)
     ctx = context(data, model)
-    out = METHODS["lowrank"](ratio=0.5, mode=mode, min_params=512, finetune_epochs=1).apply(model, ctx)
+    out = METHODS["lowrank"](ratio=0.5, mode=mode, min_params=512, finetune_epochs=1).apply(
+        model, ctx
+    )
     ranks = ctx.notes["lowrank_ranks"]
     assert "mix" in ranks and "dw" not in ranks and "grouped" not in ranks
     assert count_params(out)[0] < count_params(model)[0]

@@ -43,13 +43,18 @@ class Compact:
             from edgebench.errors import did_you_mean
             from edgebench.models import MODELS
 
-            require(self.arch in MODELS, f"arch = {self.arch!r} is not a model{did_you_mean(self.arch, MODELS)}")
+            require(
+                self.arch in MODELS,
+                f"arch = {self.arch!r} is not a model{did_you_mean(self.arch, MODELS)}",
+            )
 
     def companions(self, variant) -> list[tuple[str, tuple]]:
         """The same chain with this student trained without the teacher."""
         if not self.distill or not self.twin:
             return []
-        steps = tuple(dataclasses.replace(s, distill=False) if s is self else s for s in variant.steps)
+        steps = tuple(
+            dataclasses.replace(s, distill=False) if s is self else s for s in variant.steps
+        )
         return [(f"{variant.name}-nokd", steps)]
 
     def apply(self, model, ctx: StepContext):
@@ -67,9 +72,16 @@ class Compact:
         if self.distill:
             loss_fn = logits_loss(teacher, self.temperature, self.alpha)
         else:
+
             def loss_fn(m, x, y):
                 return F.cross_entropy(m(x), y)
+
         label = f"compact-{self.arch}" + ("-kd" if self.distill else "")
         notes = train_student(student, ctx, loss_fn, [], self.epochs, self.lr, label)
-        ctx.notes["compact"] = {"arch": self.arch, "width": self.width, "distill": self.distill, **notes}
+        ctx.notes["compact"] = {
+            "arch": self.arch,
+            "width": self.width,
+            "distill": self.distill,
+            **notes,
+        }
         return student

@@ -15,14 +15,15 @@ Three kinds of knowledge, each one paper:
     name = "kd-logits"
     steps = [{ method = "distill", kind = "logits", student = "teacher", width = 0.5 }]
 
-`student = "teacher"` is the teacher's own architecture at `width`; any other value is a model
-registry name or "package.module:function". The input model is only read (as the teacher when
+`student = "teacher"` is the teacher's own factory with its width times `width`; any other
+value is a model registry name or "package.module:function" at `width`. The input model is only read (as the teacher when
 the pipeline gives none); the student is a new model.
 
 Automatic layer choice (`teacher_layer`/`student_layer` unset), the same rule for both models:
 the feature map is the output of the module that *finishes last* among those returning a 4-D
 tensor with more than one spatial position: the last feature map before global pooling, and
-for a container (a residual block, a Sequential) its output after any residual add.
+for a container (a residual block, a Sequential) its output after any residual add. An add
+written in the model's own forward() belongs to no module: name the layers to go past it.
 """
 
 from __future__ import annotations
@@ -68,15 +69,19 @@ class Distill:
         """The same chain with this step trained without the teacher, so the KD gain shows."""
         if self.kind == "none" or not self.twin:
             return []
-        steps = tuple(dataclasses.replace(s, kind="none") if s is self else s for s in variant.steps)
+        steps = tuple(
+            dataclasses.replace(s, kind="none") if s is self else s for s in variant.steps
+        )
         return [(f"{variant.name}-nokd", steps)]
 
     def apply(self, model, ctx: StepContext):
         teacher = frozen_teacher(ctx.teacher if ctx.teacher is not None else model)
         student = make_student(self.student, self.width, ctx, teacher)
         loss_fn, extra = self._loss(teacher, student, ctx)
-        notes = train_student(student, ctx, loss_fn, extra, self.epochs, self.lr, f"distill-{self.kind}")
-        ctx.notes["distill"] = {"kind": self.kind, "student": self.student, "width": self.width, **notes}
+        label = f"distill-{self.kind}"
+        notes = train_student(student, ctx, loss_fn, extra, self.epochs, self.lr, label)
+        ctx.notes["distill"] = {"kind": self.kind, "student": self.student, "width": self.width}
+        ctx.notes["distill"].update(notes)
         return student
 
     def _loss(self, teacher, student, ctx: StepContext):
@@ -88,7 +93,9 @@ class Distill:
             return logits_loss(teacher, self.temperature, self.alpha), []
         if self.kind == "feature":
             kd = logits_loss(teacher, self.temperature, self.alpha)
-            return feature_loss(teacher, student, ctx, kd, self.beta, self.teacher_layer, self.student_layer)
+            return feature_loss(
+                teacher, student, ctx, kd, self.beta, self.teacher_layer, self.student_layer
+            )
         return relation_loss(teacher, student, ctx, self.beta), []
 
 
@@ -106,7 +113,11 @@ def frozen_teacher(model):
 
 
 def make_student(name: str, width: float, ctx: StepContext, teacher):
-    """A freshly initialized student, seeded so the KD student and its twin start equal."""
+    """A freshly initialized student, seeded so the KD student and its twin start equal.
+
+    `name` is "teacher" (the teacher's factory; `width` multiplies its own width) or a model
+    registry name / "package.module:function" (`width` as given).
+    """
     import torch
 
     from edgebench.models import create_model, resolve_factory
@@ -117,6 +128,8 @@ def make_student(name: str, width: float, ctx: StepContext, teacher):
         if ctx.model_config is not None:
             factory, label = resolve_factory(ctx.model_config.factory), ctx.model_config.factory
             kwargs = dict(ctx.model_config.kwargs)
+            # Relative to the teacher: a 0.5 copy of a width-0.25 teacher is width 0.125.
+            width *= kwargs.get("width", 1.0)
         else:  # no experiment (a direct call): the teacher's class is its factory
             factory, label = type(teacher), type(teacher).__name__
     else:
@@ -125,18 +138,22 @@ def make_student(name: str, width: float, ctx: StepContext, teacher):
     if "width" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
         kwargs["width"] = width
     elif width != 1.0:
-        raise StepError(f"student {label!r}: its factory takes no width argument, so width = {width} cannot apply")
+        raise StepError(
+            f"student {label!r}: its factory takes no width argument, so width = {width} cannot apply"
+        )
     torch.manual_seed(ctx.seed)
     if name == "teacher" and ctx.model_config is None:
-        accepted = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if k in params}
+        sizes = {"num_classes": num_classes, "in_channels": in_channels}
         try:
-            return factory(**accepted, **kwargs)
+            return factory(**{k: v for k, v in sizes.items() if k in params}, **kwargs)
         except TypeError as exc:
             raise StepError(f"student copy of {label}: {exc}") from None
     return create_model(label, num_classes, in_channels, **kwargs)
 
 
-def train_student(student, ctx: StepContext, loss_fn: Callable, extra: list, epochs, lr, label: str) -> dict:
+def train_student(
+    student, ctx: StepContext, loss_fn: Callable, extra: list, epochs, lr, label: str
+) -> dict:
     """Train the student in place with `loss_fn`; return facts for the record."""
     from edgebench.models import count_params
     from edgebench.train import fit
@@ -202,7 +219,9 @@ class TeacherMemo:
         return out
 
 
-def feature_loss(teacher, student, ctx: StepContext, kd: Callable, beta: float, teacher_layer, student_layer):
+def feature_loss(
+    teacher, student, ctx: StepContext, kd: Callable, beta: float, teacher_layer, student_layer
+):
     """`kd` plus β × the FitNets hint loss; returns the loss and the adapter's parameters.
 
     FitNets trains in two stages (hints, then KD); here both terms train jointly, which fits
@@ -216,11 +235,12 @@ def feature_loss(teacher, student, ctx: StepContext, kd: Callable, beta: float, 
     sample = torch.from_numpy(ctx.data.x_train[:2])
     t_name = teacher_layer or auto_feature_layer(teacher, sample)
     s_name = student_layer or auto_feature_layer(student, sample)
-    t_mod, s_mod = _module(teacher, t_name, "teacher_layer"), _module(student, s_name, "student_layer")
-    t_shape, s_shape = _output_shape(teacher, t_mod, sample), _output_shape(student, s_mod, sample)
-    for who, name, shape in (("teacher", t_name, t_shape), ("student", s_name, s_shape)):
-        if len(shape) != 4:
-            raise StepError(f"feature distillation: {who} layer {name!r} gives shape {tuple(shape)}, not a 4-D feature map")
+    t_mod = _module(teacher, t_name, "teacher_layer")
+    s_mod = _module(student, s_name, "student_layer")
+    t_shape, s_shape = (
+        _map_shape(teacher, t_mod, t_name, sample),
+        _map_shape(student, s_mod, s_name, sample),
+    )
     torch.manual_seed(ctx.seed)
     adapter = nn.Conv2d(s_shape[1], t_shape[1], 1)
     size = (min(t_shape[2], s_shape[2]), min(t_shape[3], s_shape[3]))
@@ -273,7 +293,9 @@ def relation_loss(teacher, student, ctx: StepContext, beta: float):
             handle.remove()
         s_emb = seen.pop("emb")
         t_emb = t_memo(x)
-        return F.cross_entropy(logits, y) + beta * (rkd_distance(s_emb, t_emb) + RKD_ANGLE_WEIGHT * rkd_angle(s_emb, t_emb))
+        return F.cross_entropy(logits, y) + beta * (
+            rkd_distance(s_emb, t_emb) + RKD_ANGLE_WEIGHT * rkd_angle(s_emb, t_emb)
+        )
 
     return loss
 
@@ -336,7 +358,11 @@ def last_linear(model, sample):
     from torch import nn
 
     ran: list = []
-    handles = [m.register_forward_pre_hook(lambda m, _a: ran.append(m)) for m in model.modules() if isinstance(m, nn.Linear)]
+    handles = [
+        m.register_forward_pre_hook(lambda m, _a: ran.append(m))
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
     try:
         with torch.no_grad():
             model.eval()(sample)
@@ -344,7 +370,9 @@ def last_linear(model, sample):
         for h in handles:
             h.remove()
     if not ran:
-        raise StepError(f"relation distillation: {type(model).__name__} runs no Linear layer to take embeddings from")
+        raise StepError(
+            f"relation distillation: {type(model).__name__} runs no Linear layer to take embeddings from"
+        )
     return ran[-1]
 
 
@@ -353,7 +381,9 @@ def _module(model, name: str, key: str):
     if name not in modules:
         from edgebench.errors import did_you_mean
 
-        raise StepError(f"{key} = {name!r}: no such module in {type(model).__name__}{did_you_mean(name, [n for n in modules if n])}")
+        raise StepError(
+            f"{key} = {name!r}: no such module in {type(model).__name__}{did_you_mean(name, [n for n in modules if n])}"
+        )
     return modules[name]
 
 
@@ -367,11 +397,12 @@ def _capture(model, module, x):
     return seen[-1]
 
 
-def _output_shape(model, module, sample) -> tuple[int, ...]:
+def _map_shape(model, module, name: str, sample) -> tuple[int, ...]:
     import torch
 
     with torch.no_grad():
         out = _capture(model.eval(), module, sample)
-    if not isinstance(out, torch.Tensor):
-        raise StepError(f"feature distillation: {type(module).__name__} does not return a tensor")
+    if not isinstance(out, torch.Tensor) or out.dim() != 4:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise StepError(f"feature distillation: layer {name!r} gives {got}, not a 4-D feature map")
     return tuple(out.shape)

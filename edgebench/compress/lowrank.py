@@ -89,7 +89,10 @@ def factorize(model, ratio: float | None = None, energy: float | None = None, mo
         _replace(model, name, new)
         ranks[name] = why
     if not ranks:
-        raise StepError("no factorizable layer: " + ("; ".join(skipped) or "the model has no Conv2d or Linear layer"))
+        raise StepError(
+            "no factorizable layer: "
+            + ("; ".join(skipped) or "the model has no Conv2d or Linear layer")
+        )
     return model, ranks
 
 

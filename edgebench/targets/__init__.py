@@ -59,6 +59,7 @@ class TargetProfile:
     min_runs: int | None = None
     min_seconds: float | None = None
     max_seconds: float | None = None
+    rounds: int | None = None  # override the experiment's [run] rounds (e.g. 1 where starts are slow)
     power: Power = field(default_factory=Power)
     path: str | None = None  # the file it came from
 
@@ -79,6 +80,8 @@ class RunOptions:
     max_seconds: float = 30.0
     limit: int = 0
     timeout_s: float = 300.0
+    rounds: int = 1  # measure in this many runner processes, interleaved with the other variants
+    evaluate: bool = True  # predict every input (accuracy, logits); off for later rounds
 
     def for_target(self, profile: TargetProfile) -> RunOptions:
         overrides = {
@@ -89,15 +92,26 @@ class RunOptions:
             "max_seconds": profile.max_seconds,
             "limit": profile.eval_limit or None,
             "timeout_s": profile.run_timeout_s,
+            "rounds": profile.rounds,
         }
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def round(self, index: int) -> RunOptions:
+        """The options of one of `rounds` runner processes: a share of the runs and time each,
+        full warm-up each (a new process is cold), accuracy only in the first."""
+        if self.rounds <= 1:
+            return self
+        return dataclasses.replace(
+            self, min_runs=-(-self.min_runs // self.rounds), min_seconds=self.min_seconds / self.rounds,
+            max_seconds=self.max_seconds / self.rounds, evaluate=index == 0, rounds=1,
+        )  # fmt: skip
 
     def runner_args(self) -> list[str]:
         return [
             "--threads", str(self.threads), "--warmup", str(self.warmup),
             "--min-runs", str(self.min_runs), "--min-seconds", str(self.min_seconds),
             "--max-seconds", str(self.max_seconds), "--limit", str(self.limit),
-        ]  # fmt: skip
+        ] + ([] if self.evaluate else ["--no-eval"])  # fmt: skip
 
 
 @dataclass
