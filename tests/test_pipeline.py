@@ -141,3 +141,16 @@ def test_killed_run_keeps_its_records_and_resume_finishes_without_duplicates(tmp
     names = [r["variant"] for r in final]
     assert sorted(names) == sorted(["baseline", "v0", "v1", "v2", "v3"])  # each exactly once
     assert final[: len(kept)] == kept  # what was measured before the kill is untouched
+
+
+def test_without_the_tflite_extra_tflite_records_say_how_to_install_it(tmp_path):
+    # litert-torch absent, as after a plain `pip install edgebench`: ONNX still runs.
+    exp = write_experiment(tmp_path, variants="", **{'runtimes = ["onnxruntime"]': 'runtimes = ["onnxruntime", "tflite"]'})
+    code = ("import sys; sys.modules['litert_torch'] = None; from edgebench.cli import main; "
+            f"sys.exit(main(['run', {str(exp)!r}, '--out', {str(tmp_path / 'r')!r}, '--json']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = {r["runtime"]: r for r in read_records(Path(json.loads(proc.stdout)["run_dir"]) / "records.jsonl")}
+    assert records["onnxruntime"]["status"] == "ok"
+    assert records["tflite"]["status"] == "error"
+    assert records["tflite"]["error"].startswith("unavailable: install edgebench[tflite]")

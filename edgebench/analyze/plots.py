@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebench.analyze import GROUP, pareto_front
+from edgebench.analyze.labels import focus, label_points, variant_numbers
 from edgebench.energy import NO_METER_NOTE
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ METHOD_STYLE: dict[str, tuple[str, str]] = {
     "lowrank": ("#9467bd", "v"),
     "compact": ("#8c564b", "P"),
 }
+FEW_TO_NAME = 8  # panels with at most this many points name every point directly
 SPARE_STYLES = [("#e377c2", "X"), ("#17becf", "h"), ("#bcbd22", "<"), ("#7f7f7f", ">")]
 
 
@@ -113,14 +115,38 @@ def _whiskers(samples: Any, p50: float) -> tuple[float, float]:
 
 
 def scatter_chart(df: pd.DataFrame, chart: Chart, run_id: str = "") -> Any:
-    """One figure: accuracy vs `chart.column`, a panel per (target, runtime)."""
+    """One figure: accuracy vs `chart.column`, a panel per (target, runtime).
+
+    Panels of few points name every point; when the names do not all fit, or panels are
+    crowded, points carry their variant number (same in every chart) and a key beside the
+    figure lists number → variant, grouped by method; the front and the baseline keep their
+    names where there is room.
+    """
+    import matplotlib.pyplot as plt
+
+    ok = df[df["status"].eq("ok")]
+    most = max([len(g) for _, g in ok.groupby(list(GROUP))] + [0])
+    if most <= FEW_TO_NAME:
+        fig, left = _scatter(df, chart, run_id, numbered=False)
+        if left == 0:
+            return fig
+        plt.close(fig)
+    return _scatter(df, chart, run_id, numbered=True)[0]
+
+
+def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tuple[Any, int]:
+    """The figure and how many labels could not be placed without overlap."""
     from matplotlib.lines import Line2D
 
+    numbers = variant_numbers(df, list(METHOD_STYLE))
     ycol, ylabel = _y(df)
     ok = df[df["status"].eq("ok") & df[chart.column].notna() & df[ycol].notna()]
     panels = _panels(df)
     fig, axes = _figure(len(panels))
-    methods = []
+    methods: list[str] = []
+    todo, clipped_any = [], False
+    spans = [g[chart.column].max() / max(g[chart.column].min(), 1e-12) for _, g in ok.groupby(list(GROUP))]
+    log_x = max(spans + [0]) > 8  # the same scale in every panel, so panels compare at a glance
     for ax, (target, runtime) in zip(axes, panels, strict=False):
         every = df[(df["target"] == target) & (df["runtime"] == runtime)]
         rows = ok[(ok["target"] == target) & (ok["runtime"] == runtime)]
@@ -133,43 +159,72 @@ def scatter_chart(df: pd.DataFrame, chart: Chart, run_id: str = "") -> Any:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         missing = len(every) - len(rows)
-        if missing:
-            ax.text(0.99, 0.01, f"{missing} record(s) not shown (error or no value)",
-                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="#a00")
+        if missing:  # above the axes: inside, it would cover points
+            ax.set_title(f"{missing} not shown (error or no value)", loc="right", fontsize=7, color="#a00")
         if rows.empty:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
             continue
         x = rows[chart.column].astype(float) * chart.scale
         y = rows[ycol].astype(float) * 100
+        low, high, cut = focus(y)
+        clipped = y < (cut if cut is not None else -math.inf)
+        shown = y.where(~clipped, low + ((cut or low) - low) * 0.4)  # clipped: drawn in the strip
+        clipped_any |= bool(clipped.any())
+        baseline = y[rows["variant"].eq("baseline")]
+        if len(baseline) and not clipped[baseline.index[0]]:
+            ax.axhline(baseline.iloc[0], color="#222", lw=0.7, ls=":", alpha=0.7, zorder=1)
         for method, part in rows.groupby("method"):
             color, marker = style(method)
-            xs, ys = x[part.index], y[part.index]
+            xs, ys, out = x[part.index], shown[part.index], clipped[part.index]
             if chart.column == "latency_ms.p50":
                 err = [_whiskers(s, p) for s, p in zip(part["latency_samples_ms"], xs, strict=False)]
-                ax.errorbar(xs, ys, xerr=list(zip(*err, strict=False)), fmt="none", ecolor=color, alpha=0.6,
-                            capsize=3, lw=1)
-            ax.scatter(xs, ys, c=color, marker=marker, s=200 if method == "baseline" else 60,
-                       edgecolors="white", linewidths=0.6, zorder=3)
+                ax.errorbar(xs, ys, xerr=list(zip(*err, strict=False)), fmt="none", ecolor=color,
+                            alpha=0.5, capsize=2.5, lw=1, zorder=2)
+            ax.scatter(xs[~out], ys[~out], c=color, marker=marker, s=_size(method),
+                       edgecolors="white", linewidths=0.6, zorder=3, clip_on=False)
+            ax.scatter(xs[out], ys[out], c=color, marker="v", s=_size(method), edgecolors="black",
+                       linewidths=0.8, zorder=3)
             methods.append(method)
         front = pareto_front(rows, [chart.column, ycol], by=None)
-        fx, fy = x[front].to_numpy(), y[front].to_numpy()
+        fx, fy = x[front].to_numpy(), shown[front].to_numpy()
         order = fx.argsort(kind="stable")
         ax.step(fx[order], fy[order], where="post", color="#555", lw=1.2, ls="--", zorder=2)
-        if x.max() > 20 * max(x.min(), 1e-12):
-            ax.set_xscale("log")
-        ax.margins(x=0.18, y=0.15)
-        ax._edgebench_points = (x.to_numpy(), y.to_numpy(), rows["variant"].astype(str).tolist())
-    front_handle = Line2D([], [], color="#555", ls="--", label="Pareto front (this chart)")
-    bottom = _legend(fig, _ordered(methods), [front_handle])
+        ax.margins(x=0.08)
+        if log_x:
+            _log_axis(ax.xaxis)
+        ax.set_ylim(low, high)
+        if cut is not None:  # a shaded strip at the bottom holds the far-below points
+            ax.axhspan(low, cut, color="#eeeeee", zorder=0)
+            ax.set_yticks([t for t in ax.get_yticks() if cut <= t <= high])
+            ax.set_ylim(low, high)
+            ax.text(0.01, (cut - low) / (high - low) / 2, f"below {cut:.3g} ↓", transform=ax.transAxes,
+                    fontsize=7, color="#666", va="center")
+        names = rows["variant"].astype(str).tolist()
+        value = [f" ({v:.3g}%)" if c else "" for v, c in zip(y, clipped, strict=False)]
+        long = [f"{numbers[n]} {n}{e}" if numbered else f"{n}{e}" for n, e in zip(names, value, strict=False)]
+        short = [f"{numbers[n]}{e}" for n, e in zip(names, value, strict=False)] if numbered else long
+        base = [n == "baseline" for n in names]
+        rungs = [[f or b for f, b in zip(front, base, strict=False)], base, [False] * len(names)]
+        radii = [math.sqrt(_size(m)) / 2 * fig.dpi / 72 + 1 for m in rows["method"]]
+        colors = [_dark(style(m)[0]) for m in rows["method"]]
+        todo.append((ax, x.tolist(), shown.tolist(), short, long, rungs, radii, colors))
+    extra = [Line2D([], [], color="#555", ls="--", label="Pareto front (this chart)"),
+             Line2D([], [], color="#222", ls=":", lw=0.8, label="baseline accuracy")]
+    if clipped_any:
+        extra.append(Line2D([], [], color="#888", marker="v", ls="", markeredgecolor="black",
+                            label="far below: clipped, value in label"))
     title = f"Accuracy vs {chart.label.split(' (')[0]}" + (f" — run {run_id}" if run_id else "")
     if chart.column.startswith("energy_mj") and not _all_measured(ok):
         title += f"\n{NO_METER_NOTE}"
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    for ax in axes:
-        if hasattr(ax, "_edgebench_points"):
-            place_labels(fig, ax, *ax._edgebench_points)
-    return fig
+    if numbered:
+        right = _key(fig, ok, numbers, _ordered(methods), extra)
+        fig.tight_layout(rect=(0, 0, right, 1))
+    else:
+        bottom = _legend(fig, _ordered(methods), extra)
+        fig.tight_layout(rect=(0, bottom, 1, 1))
+    left = sum(label_points(*panel) for panel in todo)
+    return fig, left
 
 
 def _all_measured(rows: pd.DataFrame) -> bool:
@@ -182,64 +237,88 @@ def _ordered(methods: list[str]) -> list[str]:
                                        if m in METHOD_STYLE else 99, m))
 
 
-def place_labels(fig: Any, ax: Any, xs: Any, ys: Any, texts: list[str]) -> None:
-    """Annotate each point with its text at the first nearby spot that overlaps no other label,
-    no marker and stays inside the axes; crowded points get a leader line further out."""
-    from matplotlib.transforms import Bbox
+def _size(method: str) -> float:
+    return 190 if method == "baseline" else 55
 
-    fig.canvas.draw()  # fix the layout and limits first: placement works in display pixels
+
+def _dark(color: str) -> str:
+    """The method's colour, darkened so that text in it stays readable on white."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    return to_hex(tuple(c * 0.7 for c in to_rgb(color)))
+
+
+def _log_axis(axis: Any) -> None:
+    """Log scale with plain tick labels (0.05, 0.1, 0.2 … not 10⁻¹)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(axis.axes, f"set_{axis.axis_name}scale")("log")
+    low, high = sorted(axis.get_view_interval())
+    ticks = [t for t in LogLocator(subs=(1.0, 2.0, 5.0)).tick_values(low, high) if low <= t <= high]
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if len(ticks) >= 3 else "all"))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _number(n: int) -> str:
+    return str(n).rjust(2, "\u2007")  # figure space: as wide as a digit, so numbers align
+
+
+def _key(fig: Any, ok: pd.DataFrame, numbers: dict[str, int], methods: list[str], extra: list) -> float:
+    """The number → variant key, grouped under a header per method, right of the panels;
+    widens the figure for it and returns where the panels end (figure fraction)."""
+    from matplotlib.lines import Line2D
+
+    blank = {"color": "none", "marker": "", "ls": ""}
+    handles, headers = [], []
+    for method in methods:
+        color, marker = style(method)
+        headers.append(len(handles))
+        handles.append(Line2D([], [], color=color, marker=marker, ls="", markersize=8, label=method))
+        variants = sorted(set(ok.loc[ok["method"].eq(method), "variant"].astype(str)), key=numbers.get)
+        handles += [Line2D([], [], **blank, label=f"{_number(numbers[v])}  {v}") for v in variants]
+    handles += [Line2D([], [], **blank, label=" ")] + extra
+    width, height = fig.get_size_inches()
     renderer = fig.canvas.get_renderer()
-    inside = ax.get_window_extent(renderer)
-    pixels = ax.transData.transform(list(zip(xs, ys, strict=False)))
-    markers = [Bbox.from_bounds(px - 5, py - 5, 10, 10) for px, py in pixels]
-    taken: list[Any] = []
-    near = [(7, 5, "left", "bottom"), (7, -5, "left", "top"), (-7, 5, "right", "bottom"),
-            (-7, -5, "right", "top"), (0, 9, "center", "bottom"), (0, -9, "center", "top")]
-    candidates = [(dx * k, dy * k, ha, va, k > 1) for k in (1, 2.5, 4) for dx, dy, ha, va in near]
-    # Place the most crowded points first, while space is still free.
-    order = sorted(range(len(texts)), key=lambda i: -sum(
-        abs(pixels[i][0] - p[0]) + abs(pixels[i][1] - p[1]) < 60 for p in pixels))
-    for i in order:
-        best, best_cost = None, math.inf
-        for dx, dy, ha, va, leader in candidates:
-            ann = ax.annotate(texts[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points",
-                              ha=ha, va=va, fontsize=7.5, zorder=4,
-                              bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7},
-                              arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6} if leader else None)
-            box = ann.get_window_extent(renderer).expanded(1.04, 1.15)
-            others = [m for j, m in enumerate(markers) if j != i]
-            cost = sum(box.overlaps(b) for b in taken + others) * 10
-            cost += 0 if (inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)) else 5
-            cost += 0.5 * leader
-            if cost < best_cost:
-                if best is not None:
-                    best[0].remove()
-                best, best_cost = (ann, box), cost
-            else:
-                ann.remove()
-            if cost == 0:
-                break
-        if best is not None:
-            taken.append(best[1])
+    for ncol in (1, 2, 3):
+        leg = fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(1, 1 - 0.55 / height),
+                         ncol=ncol, frameon=False, fontsize=8, handlelength=1.3, handletextpad=0.4,
+                         labelspacing=0.3, columnspacing=1.0)
+        box = leg.get_window_extent(renderer)
+        need = box.height / fig.dpi + 0.8
+        if need <= height * 1.5 or ncol == 3:  # rather taller panels than a key split in columns
+            break
+        leg.remove()
+    height = max(height, need)
+    leg.set_bbox_to_anchor((1, 1 - 0.55 / height))
+    for i in headers:
+        leg.get_texts()[i].set_fontweight("bold")
+    extra_w = box.width / fig.dpi + 0.25
+    fig.set_size_inches(width + extra_w, height)
+    return width / (width + extra_w)
 
 
 def latency_chart(df: pd.DataFrame, run_id: str = "") -> Any:
-    """Box plots of the raw latency samples, one row per variant, a panel per target/runtime."""
+    """Box plots of the raw latency samples, one row per variant (fastest on top), a panel per
+    target/runtime; rows carry the variant's number from the scatter charts, p50 on the right."""
+    import numpy as np
+
+    numbers = variant_numbers(df, list(METHOD_STYLE))
     ok = df[df["status"].eq("ok")]
+    ok = ok[ok["latency_samples_ms"].map(lambda s: isinstance(s, list) and len(s) > 0)]
     panels = _panels(ok) or _panels(df)
     most = max([len(ok[(ok.target == t) & (ok.runtime == r)]) for t, r in panels] + [1])
-    fig, axes = _figure(len(panels), height=max(2.4, 0.42 * most + 1.2), width=6.2)
+    fig, axes = _figure(len(panels), height=max(2.4, 0.34 * most + 1.2), width=6.4)
     methods = []
     for ax, (target, runtime) in zip(axes, panels, strict=False):
         rows = ok[(ok["target"] == target) & (ok["runtime"] == runtime)]
-        rows = rows[rows["latency_samples_ms"].map(lambda s: isinstance(s, list) and len(s) > 0)]
         ax.set_title(_panel_title(df, target, runtime), fontsize=11)
         ax.set_xlabel("latency per inference (ms, batch 1)")
         ax.grid(True, axis="x", alpha=0.3)
         if rows.empty:
             ax.text(0.5, 0.5, "no latency samples", transform=ax.transAxes, ha="center")
             continue
-        rows = rows.assign(_median=rows["latency_samples_ms"].map(lambda s: sorted(s)[len(s) // 2]))
+        rows = rows.assign(_median=rows["latency_samples_ms"].map(np.median))
         rows = rows.sort_values("_median", ascending=False)
         options = {"widths": 0.6, "patch_artist": True, "showfliers": True, "whis": (1, 99),
                    "flierprops": {"markersize": 2, "alpha": 0.4, "markeredgecolor": "#888"},
@@ -252,10 +331,16 @@ def latency_chart(df: pd.DataFrame, run_id: str = "") -> Any:
             patch.set_facecolor(style(method)[0])
             patch.set_alpha(0.75)
             methods.append(method)
-        ax.set_yticks(range(1, len(rows) + 1), [f"{v}  " for v in rows["variant"]], fontsize=8)
-        low, high = min(min(s) for s in rows["latency_samples_ms"]), max(max(s) for s in rows["latency_samples_ms"])
-        if high > 20 * max(low, 1e-9):
-            ax.set_xscale("log")
+        ticks = range(1, len(rows) + 1)
+        ax.set_yticks(ticks, [f"{v} {_number(numbers[v])}" for v in rows["variant"]], fontsize=8)
+        for label, variant in zip(ax.get_yticklabels(), rows["variant"], strict=False):
+            label.set_fontweight("bold" if variant == "baseline" else "normal")
+        p50 = ax.secondary_yaxis("right")
+        p50.set_yticks(ticks, [f"{m:.3g}" for m in rows["_median"]], fontsize=7, color="#444")
+        p50.set_ylabel("p50 (ms)", fontsize=8, color="#444")
+        whiskers = [np.percentile(s, [1, 99]) for s in rows["latency_samples_ms"]]
+        if max(w[1] for w in whiskers) > 6 * max(min(w[0] for w in whiskers), 1e-9):
+            _log_axis(ax.xaxis)
     bottom = _legend(fig, _ordered(methods))
     fig.suptitle("Latency distribution of the raw samples (box: p25–p75, whiskers: p1–p99)"
                  + (f" — run {run_id}" if run_id else ""), fontsize=11)

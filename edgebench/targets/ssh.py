@@ -323,13 +323,13 @@ class SshTarget:
                 return {"status": "error", "error": self._python_missing()}
         error = str(result.get("error", ""))
         python = self.profile.python
-        if code == 3 and error.startswith("unavailable"):
+        if "numpy is not installed" in error or "No module named 'numpy'" in error:
+            result["error"] = (f"numpy missing for {python} on {self.profile.host}: there run "
+                               f"`{python} -m pip install numpy {PACKAGES.get(runtime, runtime)}` ({VENV_HINT})")  # fmt: skip
+        elif code == 3 and error.startswith("unavailable"):
             package = PACKAGES.get(runtime, runtime)
             result["error"] = (f"{error} on {self.profile.host}: runtime missing on the device; "
                                f"there run `{python} -m pip install {package}` ({VENV_HINT})")  # fmt: skip
-        elif "No module named 'numpy'" in error:
-            result["error"] = (f"numpy missing for {python} on {self.profile.host}: there run "
-                               f"`{python} -m pip install numpy {PACKAGES.get(runtime, runtime)}` ({VENV_HINT})")  # fmt: skip
         return result
 
     # ---- status -------------------------------------------------------------------------
