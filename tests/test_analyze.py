@@ -214,6 +214,99 @@ def test_plots_written_and_not_empty(tmp_path):
     assert "(emulated)" in (tmp_path / "plots/accuracy_vs_size.svg").read_text()
 
 
+def crowded_records(n: int = 20, outlier: bool = True) -> list[dict]:
+    """`n` variants of every method on one panel, close in accuracy, sizes and latencies
+    bunched together (several exactly equal), and optionally one broken variant at 10 %."""
+    rng = np.random.default_rng(1)
+    methods = ["prune", "quantize", "cluster", "distill", "lowrank", "compact"]
+    out = [make_record("baseline", rng=rng, p50=0.13, size_bytes=285_000, accuracy=0.9944)]
+    for i in range(1, n):
+        name = f"{methods[i % len(methods)]}-variant-{i}"
+        accuracy = 0.1 if outlier and i == 3 else 0.983 + 0.0028 * (i % 5)
+        out.append(make_record(name, rng=rng, steps=[{"method": methods[i % len(methods)]}],
+                               p50=0.05 + 0.01 * (i % 7), size_bytes=76_000 + 5_000 * (i % 4),
+                               accuracy=accuracy))
+    return out
+
+
+def _labels(ax) -> list:
+    """The point labels of a panel (notes such as "below 98.2 ↓" are placed in axes coordinates)."""
+    return [t for t in ax.texts if t.get_transform() is not ax.transAxes]
+
+
+@pytest.mark.parametrize("chart_index", [0, 1])  # size (linear-ish) and latency (log, whiskers)
+def test_crowded_panel_labels_never_overlap_and_outlier_is_clipped(chart_index):
+    import matplotlib.pyplot as plt
+
+    from edgebench.analyze.plots import CHARTS, scatter_chart
+
+    df = load_records(crowded_records(20))
+    fig = scatter_chart(df, CHARTS[chart_index])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = _labels(ax)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    frame = ax.get_window_extent(renderer)
+    for i, a in enumerate(boxes):
+        assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+        for j, b in enumerate(boxes[:i]):
+            assert not a.overlaps(b), (labels[i].get_text(), labels[j].get_text())
+    # Every variant is identifiable: its number is in some label, and the key names it.
+    shown = ", ".join(t.get_text() for t in labels)
+    numbers = {int(tok) for tok in re.findall(r"(?<![\d.])(\d+)(?![\d.%])", shown)}
+    assert numbers == set(range(1, 21))
+    key = [t.get_text() for t in fig.legends[0].get_texts()]
+    number = next(int(k.split()[0]) for k in key if k.endswith(" cluster-variant-14"))
+    assert 1 < number <= 20 and "cluster" in key
+    # The 10 % variant does not squash the axis: it is clipped at the bottom with its value.
+    low, high = ax.get_ylim()
+    assert high <= 100 and high - low < 5 and low > 95
+    assert "(10%)" in shown
+    plt.close(fig)
+
+
+def test_few_points_are_named_directly(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from edgebench.analyze.plots import CHARTS, scatter_chart
+
+    df = load_records([r for r in demo_records() if r["target"] == "local" and r["runtime"] == "tflite"])
+    fig = scatter_chart(df, CHARTS[0])
+    texts = {t.get_text() for t in _labels(fig.axes[0])}
+    assert {"baseline", "int8", "pruned50-int8"} <= {p.strip() for t in texts for p in t.split(",")}
+    assert not any(t.strip().isdigit() for t in texts)  # names, no numbers and no key
+    low, high = fig.axes[0].get_ylim()
+    assert high <= 100 and low > 90  # focused on the variants, never above 100 %
+    plt.close(fig)
+
+
+def test_variant_numbers_do_not_depend_on_row_order():
+    from edgebench.analyze.labels import variant_numbers
+    from edgebench.analyze.plots import METHOD_STYLE
+
+    df = load_records(demo_records())
+    a = variant_numbers(df, list(METHOD_STYLE))
+    b = variant_numbers(df.iloc[::-1], list(METHOD_STYLE))
+    assert a == b and a["baseline"] == 1 and sorted(a.values()) == list(range(1, len(VARIANTS) + 1))
+
+
+def test_focus_clips_only_far_outliers():
+    from edgebench.analyze.labels import focus
+
+    low, high, cut = focus([99.4, 99.2, 98.9, 98.3, 10.0])
+    assert cut is not None and 97.5 < cut < 98.3 and low < cut and high <= 100
+    assert focus([99.4, 90.0, 80.0, 70.0, 60.0])[2] is None  # a real spread is shown, not clipped
+    assert focus([100.0, 100.0])[1] == 100
+
+
+def load_records(records: list[dict]):
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp()) / "run"
+    return load(write_run(folder, records))
+
+
 def test_reports_self_contained_with_front_and_errors(tmp_path):
     from edgebench.analyze.report import write_reports
 

@@ -5,7 +5,7 @@
 
 Placement works in display pixels once the figure's layout is fixed: every candidate spot is a
 box computed from the text's measured size, so trying hundreds of spots costs no drawing; only
-the chosen spot becomes an annotation. matplotlib is only touched through the axes passed in.
+the chosen spot becomes a text (and a leader line when it sits away from its point).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def _plan(ax: Any, renderer: Any, pixels: list, texts: list[str], radii: list[fl
                 cost += 10 * (box[0] < frame.x0 or box[1] < frame.y0 or box[2] > frame.x1 or box[3] > frame.y1)
                 cost += 10 * sum(_crosses(p, q, box) for p, q in leaders)
                 if ring:
-                    near = (min(max(x, box[0]), box[2]), min(max(y, box[1]), box[3]))
+                    near = (min(max(x, box[0] + PAD), box[2] - PAD), min(max(y, box[1] + PAD), box[3] - PAD))
                     cost += 3 * sum(_crosses((x, y), near, b) for b in taken)
                 if cost < best_cost:
                     best, best_cost = (ax_ - x, ay_ - y, ux, uy, ring > 0, box), cost
@@ -129,12 +129,14 @@ def _plan(ax: Any, renderer: Any, pixels: list, texts: list[str], radii: list[fl
                 break
         dx, dy, ux, uy, leader, box = best
         taken.append(box)
-        if leader:
-            leaders.append(((x, y), ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)))
+        end = None
+        if leader:  # the leader ends on the label's edge nearest the point
+            end = (min(max(x, box[0] + PAD), box[2] - PAD) - x, min(max(y, box[1] + PAD), box[3] - PAD) - y)
+            leaders.append(((x, y), (x + end[0], y + end[1])))
         left += best_cost >= 10
         ha = "left" if ux > 0 else "right" if ux < 0 else "center"
         va = "bottom" if uy > 0 else "top" if uy < 0 else "center"
-        plan[i] = (dx, dy, ha, va, leader)
+        plan[i] = (dx, dy, ha, va, end)
     return plan, left
 
 
@@ -165,13 +167,20 @@ def label_points(ax: Any, xs: Sequence[float], ys: Sequence[float], short: Seque
         plan, left = _plan(ax, renderer, anchors, texts, sizes, obstacles)
         if left == 0 or n == len(rungs) - 1:
             break
-    points = 72 / fig.dpi  # offsets in points, so saving at another dpi keeps them in place
-    for g, size, text, (dx, dy, ha, va, leader) in zip(groups, sizes, texts, plan, strict=False):
+    from matplotlib.patches import ConnectionPatch
+    from matplotlib.transforms import ScaledTranslation
+
+    def shifted(dx: float, dy: float) -> Any:  # data point + an offset that keeps its inches at any dpi
+        return ax.transData + ScaledTranslation(dx / fig.dpi, dy / fig.dpi, fig.dpi_scale_trans)
+
+    for g, size, text, (dx, dy, ha, va, end) in zip(groups, sizes, texts, plan, strict=False):
         i = g[0]
         color = colors[i] if colors and len(g) == 1 else "#222"
-        ax.annotate(text, (xs[i], ys[i]), xytext=(dx * points, dy * points), textcoords="offset points", ha=ha, va=va,
-                    fontsize=FONT_SIZE, color=color, zorder=5, annotation_clip=False,
-                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.75},
-                    arrowprops={"arrowstyle": "-", "color": "#888", "lw": 0.6, "shrinkA": 0,
-                                "shrinkB": size * points} if leader else None)
+        ax.text(xs[i], ys[i], text, transform=shifted(dx, dy), ha=ha, va=va, fontsize=FONT_SIZE,
+                color=color, zorder=5, bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none",
+                                             "alpha": 0.75})
+        if end is not None:
+            ax.add_artist(ConnectionPatch((xs[i], ys[i]), (xs[i], ys[i]), ax.transData, shifted(*end),
+                                          arrowstyle="-", color="#888", lw=0.6, zorder=4,
+                                          shrinkA=size * 72 / fig.dpi, shrinkB=0))
     return left

@@ -154,13 +154,13 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
         if chart.column == "energy_mj.value" and rows["energy_mj.model"].notna().any():
             models = sorted({str(m).split(" (")[0] for m in rows["energy_mj.model"].dropna()})
             title += "\nenergy model: " + "; ".join(models)
+        missing = len(every) - len(rows)
+        if missing:  # in the title: inside the axes it would cover points
+            title += f"\n{missing} record(s) not shown (error or no value)"
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(chart.label)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-        missing = len(every) - len(rows)
-        if missing:  # above the axes: inside, it would cover points
-            ax.set_title(f"{missing} not shown (error or no value)", loc="right", fontsize=7, color="#a00")
         if rows.empty:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
             continue
@@ -344,7 +344,8 @@ def latency_chart(df: pd.DataFrame, run_id: str = "") -> Any:
     bottom = _legend(fig, _ordered(methods))
     fig.suptitle("Latency distribution of the raw samples (box: p25–p75, whiskers: p1–p99)"
                  + (f" — run {run_id}" if run_id else ""), fontsize=11)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
+    # tight_layout leaves the title too little room over several rows of tall panels
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.35 / fig.get_size_inches()[1] if len(panels) > 3 else 1))
     return fig
 
 
