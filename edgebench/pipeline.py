@@ -24,6 +24,7 @@ from edgebench.records import (
     make_record,
     new_run_id,
     repair_tail,
+    update_manifest,
     write_manifest,
 )
 from edgebench.targets import RunOptions, TargetProfile, load_targets, open_target
@@ -67,7 +68,7 @@ def make_all_variants(exp: Experiment, run_dir: Path, formats: set[str], log) ->
         if baseline is None:
             started = time.perf_counter()
             baseline = train_baseline(exp, data, log=log)
-            write_manifest(run_dir, "", {}, baseline_s=round(time.perf_counter() - started, 2))
+            update_manifest(run_dir, baseline_s=round(time.perf_counter() - started, 2))
         log(f"variant {len(built) + 1}/{len(exp.variants) + 1}: {variant.name}")
         built.append(build_variant(exp, variant, baseline, data, run_dir, formats, log))
     return built, data
@@ -218,8 +219,8 @@ def run_experiment(
     formats = {FORMAT_OF[r] for r in exp.run.runtimes}
     variants, _ = make_all_variants(exp, run_dir, formats, log)
     measure_all(exp, profiles, variants, run_dir, run_id, log)
+    update_manifest(run_dir, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     finish_report(run_dir, log)  # records.csv, plots, report.html, report.md
-    write_manifest(run_dir, run_id, exp.to_dict(), finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     return run_dir
 
 

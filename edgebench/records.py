@@ -134,8 +134,11 @@ def host_facts() -> dict:
 
 
 def write_manifest(run_dir: Path, run_id: str, experiment: dict, **extra) -> dict:
+    """Start manifest.json for a new run (a resumed run keeps the one it has)."""
     path = run_dir / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() else {
+    if path.exists():
+        return update_manifest(run_dir, **extra)
+    manifest = {
         "schema_version": SCHEMA_VERSION,
         "edgebench_version": __version__,
         "run_id": run_id,
@@ -144,9 +147,22 @@ def write_manifest(run_dir: Path, run_id: str, experiment: dict, **extra) -> dic
         "host": host_facts(),
         "experiment": experiment,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }  # fmt: skip
-    manifest.update(extra)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=_json_default))
-    tmp.replace(path)
+        **extra,
+    }
+    _write_json(path, manifest)
     return manifest
+
+
+def update_manifest(run_dir: Path, **extra) -> dict:
+    """Add or replace keys of an existing manifest.json."""
+    path = run_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(extra)
+    _write_json(path, manifest)
+    return manifest
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+    tmp.replace(path)  # atomic: a killed run never leaves half a manifest

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_nets import tiny_data as shared_tiny_data
 from torch import nn
 
 from edgebench.compress import METHODS, StepContext
@@ -29,24 +29,8 @@ N_CLASSES = 4
 TRAIN = TrainConfig(epochs=4, lr=0.05, batch_size=32, threads=1)
 
 
-def tiny_data(seed: int = 0, n_train: int = 160, n_test: int = 64, size: int = 8) -> Dataset:
-    """4 classes, 1×8×8 inputs: a bright 4×4 patch in the class's quadrant, plus noise."""
-    rng = np.random.default_rng(seed)
-
-    def make(n: int):
-        y = rng.integers(0, N_CLASSES, n)
-        x = rng.normal(0, 0.5, (n, 1, size, size)).astype(np.float32)
-        h = size // 2
-        for i, c in enumerate(y):
-            x[i, 0, (c // 2) * h : (c // 2 + 1) * h, (c % 2) * h : (c % 2 + 1) * h] += 1.5
-        return x, y.astype(np.int64)
-
-    x_train, y_train = make(n_train)
-    x_test, y_test = make(n_test)
-    return Dataset(
-        x_train=x_train, y_train=y_train, x_calib=x_train[:16], x_test=x_test, y_test=y_test,
-        num_classes=N_CLASSES, mean=np.zeros(1), std=np.ones(1), classes=[str(i) for i in range(N_CLASSES)],
-    )  # fmt: skip
+def tiny_data(seed: int = 0) -> Dataset:
+    return shared_tiny_data(seed, n_train=160, n_test=64)
 
 
 class UserNet(nn.Module):

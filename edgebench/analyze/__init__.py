@@ -128,7 +128,13 @@ def _step_defaults(method: Any) -> dict:
     cls = METHODS.get(method)
     if cls is None:
         return {}
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
 
 
 def flatten(record: dict, prefix: str = "") -> dict:

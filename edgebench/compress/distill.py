@@ -340,21 +340,27 @@ def auto_feature_layer(model, sample) -> str:
         )
         for name, m in model.named_modules() if name  # the model itself returns logits
     ]  # fmt: skip
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_once(model, sample, handles)
     if not order:
         raise StepError(f"feature distillation: {type(model).__name__} has no module that outputs a 4-D feature map; "
                         "set teacher_layer/student_layer")  # fmt: skip
     return order[-1]
 
 
+def _run_once(model, sample, handles: list) -> None:
+    """One inference in eval mode with the given hooks installed, then remove them."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model.eval()(sample)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def last_linear(model, sample):
     """The Linear layer that runs last: its input is the penultimate embedding."""
-    import torch
     from torch import nn
 
     ran: list = []
@@ -363,12 +369,7 @@ def last_linear(model, sample):
         for m in model.modules()
         if isinstance(m, nn.Linear)
     ]
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_once(model, sample, handles)
     if not ran:
         raise StepError(
             f"relation distillation: {type(model).__name__} runs no Linear layer to take embeddings from"
