@@ -138,10 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text, add, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
-        try:
-            getattr(importlib.import_module(module), add)(p)
-        except (ImportError, AttributeError):  # a command whose module is not there yet
-            p.set_defaults(missing=module)
+        getattr(importlib.import_module(module), add)(p)
     return parser
 
 
@@ -152,9 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module, _, _, fn = COMMANDS[args.command]
-    if getattr(args, "missing", None):
-        print(f"edgebench: error: {args.command} is not available in this build", file=sys.stderr)
-        return 2
     try:
         return int(getattr(importlib.import_module(module), fn)(args) or 0)
     except EdgebenchError as exc:

@@ -139,22 +139,12 @@ class Target(Protocol):
 
 
 def _transports() -> dict:
+    # Imported on use: each transport pulls in what it needs only when a profile names it.
     from edgebench.targets.local import LocalTarget
+    from edgebench.targets.qemu import QemuTarget
+    from edgebench.targets.ssh import SshTarget
 
-    found = {"local": LocalTarget}
-    try:
-        from edgebench.targets.qemu import QemuTarget
-
-        found["qemu"] = QemuTarget
-    except ImportError:  # pragma: no cover - while a transport is being written
-        pass
-    try:
-        from edgebench.targets.ssh import SshTarget
-
-        found["ssh"] = SshTarget
-    except ImportError:  # pragma: no cover
-        pass
-    return found
+    return {"local": LocalTarget, "qemu": QemuTarget, "ssh": SshTarget}
 
 
 TRANSPORTS = ("local", "qemu", "ssh")
