@@ -115,7 +115,7 @@ def init_command(args) -> int:
     if path.exists() and not args.force:
         raise EdgebenchError(f"{path} exists; use --force to overwrite it")
     path.write_text(DEMO_PATH.read_text())
-    print(f"wrote {path}: edit it, then `edgebench run {path}`")
+    print(json.dumps({"path": str(path)}) if args.json else f"wrote {path}: edit it, then `edgebench run {path}`")
     return 0
 
 

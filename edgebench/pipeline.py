@@ -46,7 +46,7 @@ def prepare_run_dir(exp: Experiment, out: Path | None, resume: Path | None) -> t
     return run_dir, run_id, exp
 
 
-def make_all_variants(exp: Experiment, run_dir: Path, formats: set[str], log) -> tuple[list[BuiltVariant], object]:
+def make_all_variants(exp: Experiment, run_dir: Path, formats: set[str], log) -> list[BuiltVariant]:
     """Train (or load) the baseline and build every variant, reusing what a resumed run has."""
     from edgebench.config import Variant
     from edgebench.data import load_data
@@ -71,7 +71,7 @@ def make_all_variants(exp: Experiment, run_dir: Path, formats: set[str], log) ->
             update_manifest(run_dir, baseline_s=round(time.perf_counter() - started, 2))
         log(f"variant {len(built) + 1}/{len(exp.variants) + 1}: {variant.name}")
         built.append(build_variant(exp, variant, baseline, data, run_dir, formats, log))
-    return built, data
+    return built
 
 
 def _fidelity(logits: np.ndarray, base: np.ndarray | None) -> tuple[float | None, float | None]:
@@ -100,10 +100,13 @@ def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: 
                     yield variant, {"status": "error", "error": why}
                 continue
             if not done or done[-1].get("status") == "ok":
+                started = time.perf_counter()
                 try:
-                    done.append(target.measure(artifact, run_dir / "eval.npz", runtime, options.round(index)))
+                    result = target.measure(artifact, run_dir / "eval.npz", runtime, options.round(index))
                 except Exception as exc:  # noqa: BLE001 - a target failure is a record; the sweep goes on
-                    done.append({"status": "error", "error": f"{type(exc).__name__}: {exc}"})
+                    result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+                result["measure_s"] = time.perf_counter() - started
+                done.append(result)
             if last:
                 yield variant, merge_rounds(done)
         if not last:
@@ -124,6 +127,7 @@ def merge_rounds(results: list[dict]) -> dict:
     rapl = [r.get("rapl_uj") for r in results]
     merged["rapl_uj"] = sum(rapl) if all(v is not None for v in rapl) else None
     merged["rounds"] = len(results)
+    merged["measure_s"] = sum(r["measure_s"] for r in results)
     return merged
 
 
@@ -153,6 +157,7 @@ def make_measured_record(
         peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
         accuracy=result.get("accuracy"), agreement=agreement, logit_rel_err=rel,
         n_eval=result.get("n_eval"), rapl_uj=result.get("rapl_uj"), rounds=result.get("rounds", 1),
+        measure_s=round(result.get("measure_s", 0.0), 2),
     )  # fmt: skip
     record["energy_mj"] = _energy(record, profile)
     return record
@@ -183,12 +188,10 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
             continue
         target = open_target(profile)
         options = base_options.for_target(profile)
-        started = time.perf_counter()
         try:
             # The baseline first: the others are compared with it.
             for variant, result in measure_rounds(todo, target, runtime, options, run_dir, log):
                 record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id)
-                record["measure_s"] = round((time.perf_counter() - started) / len(todo), 2)
                 records.append(record)
                 count += 1
                 log(f"[{count}/{total}] {profile.name} {runtime} {variant.name}: {summarize(record)}")
@@ -217,7 +220,7 @@ def run_experiment(
     log(f"run {run_id}: {run_dir}")
     write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles])
     formats = {FORMAT_OF[r] for r in exp.run.runtimes}
-    variants, _ = make_all_variants(exp, run_dir, formats, log)
+    variants = make_all_variants(exp, run_dir, formats, log)
     measure_all(exp, profiles, variants, run_dir, run_id, log)
     update_manifest(run_dir, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     finish_report(run_dir, log)  # records.csv, plots, report.html, report.md

@@ -49,6 +49,7 @@ def test_every_record_has_every_field(tiny_run):
         for key in ("size_bytes", "size_gzip_bytes", "params", "nonzero_params", "macs", "peak_rss_mb", "cpu_time_s", "accuracy"):
             assert r[key] > 0, key
         assert r["latency_ms"]["n"] == len(r["latency_samples_ms"]) >= 20
+        assert r["rounds"] == 3 and r["measure_s"] > 0  # three interleaved runner processes
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
         assert {"arch", "system", "cpu", "runtime_version", "threads"} <= set(r["machine"])
     base, int8, fp16 = records
