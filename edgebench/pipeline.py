@@ -24,6 +24,7 @@ from edgebench.records import (
     make_record,
     new_run_id,
     repair_tail,
+    round_summary,
     update_manifest,
     write_manifest,
 )
@@ -121,6 +122,7 @@ def merge_rounds(results: list[dict]) -> dict:
         return failed[0]
     merged = dict(results[0])
     merged["latency_samples_ms"] = [s for r in results for s in r["latency_samples_ms"]]
+    merged["latency_rounds"] = [round_summary(r["latency_samples_ms"]) for r in results]
     merged["cpu_time_s"] = sum(r.get("cpu_time_s") or 0.0 for r in results)
     rss = [r["peak_rss_mb"] for r in results if r.get("peak_rss_mb") is not None]
     merged["peak_rss_mb"] = max(rss) if rss else None
@@ -156,6 +158,7 @@ def make_measured_record(
         latency_ms=latency_summary(samples), latency_samples_ms=samples,
         peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
         accuracy=result.get("accuracy"), agreement=agreement, logit_rel_err=rel,
+        latency_rounds=result.get("latency_rounds") or [round_summary(samples)],
         n_eval=result.get("n_eval"), rapl_uj=result.get("rapl_uj"), rounds=result.get("rounds", 1),
         measure_s=round(result.get("measure_s", 0.0), 2),
     )  # fmt: skip

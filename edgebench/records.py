@@ -44,6 +44,19 @@ def latency_summary(samples_ms: list[float]) -> dict:
     }  # fmt: skip
 
 
+ROUND_STATS = ("p10", "p25", "p50", "min")
+
+
+def round_summary(samples_ms: list[float]) -> dict:
+    """The statistics of one runner process's samples: a gate's unit of replication is the
+    process, not the sample (samples of one process share its luck with the neighbours)."""
+    a = np.asarray(samples_ms, dtype=float)
+    if not len(a):
+        return {"n": 0, **{k: None for k in ROUND_STATS}}
+    p10, p25, p50 = np.percentile(a, [10, 25, 50])
+    return {"n": int(len(a)), "p10": float(p10), "p25": float(p25), "p50": float(p50), "min": float(a.min())}
+
+
 def make_record(**values) -> dict:
     """A record with every DESIGN.md field present (None where unknown), in a stable order."""
     record = {name: None for name in FIELDS}
@@ -57,12 +70,16 @@ def record_key(record: dict) -> tuple:
 
 
 class RecordLog:
-    """Appends records to records.jsonl, flushing and syncing each line."""
+    """Appends records to records.jsonl, flushing and syncing each line.
+
+    `done` holds the keys whose latest record is ok: on `--resume` an error record is tried
+    again, and its line stays in the file as history (readers keep the latest per key).
+    """
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "records.jsonl"
-        self.records = read_records(self.path) if self.path.exists() else []
-        self.done = {record_key(r) for r in self.records}
+        self.records = latest(read_records(self.path)) if self.path.exists() else []
+        self.done = {record_key(r) for r in self.records if r.get("status") == "ok"}
 
     def append(self, record: dict) -> None:
         line = json.dumps(record, default=_json_default)
@@ -70,8 +87,9 @@ class RecordLog:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.records.append(record)
-        self.done.add(record_key(record))
+        self.records = [r for r in self.records if record_key(r) != record_key(record)] + [record]
+        if record.get("status") == "ok":
+            self.done.add(record_key(record))
 
 
 def _json_default(value):
@@ -82,18 +100,53 @@ def _json_default(value):
     return str(value)
 
 
-def read_records(path: Path) -> list[dict]:
-    """Every complete line of a records.jsonl; a torn last line (killed mid-write) is ignored."""
+def read_records(path: str | Path, history: bool = False) -> list[dict]:
+    """The records of a records.jsonl (or of a run folder holding one).
+
+    The one reader of the format: a torn last line (a run killed mid-write) is ignored; any
+    other line that is not a JSON object is an error naming the file and line (exit 2).
+    Without `history`, a key measured again (a `--resume` retry) keeps only its latest record,
+    in the position of its first.
+    """
+    from edgebench.errors import EdgebenchError
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "records.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgebenchError(f"cannot read records {path}: {exc}") from None
     out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
                 continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+            raise EdgebenchError(f"{path}:{number}: not a JSON record ({exc.msg}); "
+                                 "fix or delete that line") from None
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in KEY_FIELDS):
+            raise EdgebenchError(f"{path}:{number}: not an edgebench record (needs variant, target, runtime)")
+        out.append(record)
+    return out if history else latest(out)
+
+
+KEY_FIELDS = ("variant", "target", "runtime")
+
+
+def latest(records: list[dict]) -> list[dict]:
+    """One record per (variant, target, runtime): the last one written, where the first stood."""
+    last = {record_key(r): r for r in records}
+    seen: set = set()
+    out = []
+    for r in records:
+        key = record_key(r)
+        if key not in seen:
+            seen.add(key)
+            out.append(last[key])
     return out
 
 
@@ -117,6 +170,25 @@ def git_state(start: Path | None = None) -> dict:
         return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+# The packages whose versions decide what an artifact looks like (exporters, quantizers) and
+# how fast it runs here (runtimes): a gate comparing runs made with different ones says so.
+VERSIONED_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "litert-torch", "ai-edge-litert",
+                      "torchao", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the exporters and runtimes (None where not installed); no imports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "edgebench": __version__}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def host_facts() -> dict:
@@ -145,6 +217,7 @@ def write_manifest(run_dir: Path, run_id: str, experiment: dict, **extra) -> dic
         "git": git_state(),  # of the working directory: the user's project
         "edgebench_git": git_state(Path(__file__).resolve().parent),
         "host": host_facts(),
+        "versions": package_versions(),
         "experiment": experiment,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,

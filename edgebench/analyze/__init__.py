@@ -71,20 +71,10 @@ def records_path(run: str | Path) -> Path:
 
 
 def read_records(run: str | Path) -> list[dict]:
-    """The record dicts of one run (a directory or a records.jsonl path)."""
-    path = records_path(run)
-    lines = path.read_text().splitlines()
-    records = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines):  # a run killed mid-write leaves a partial last line; keep the rest
-                continue
-            raise EdgebenchError(f"{path}:{i}: not a JSON record ({exc.msg})") from None
-    return records
+    """The records of one run (a directory or a records.jsonl path), the latest per key."""
+    from edgebench import records
+
+    return records.read_records(records_path(run))
 
 
 def read_manifest(run: str | Path) -> dict:
