@@ -3,28 +3,34 @@
 No power meter is attached to these machines, so energy is an **estimate** unless a RAPL
 counter was read. Three models, in order of preference for the primary `value`:
 
-1. RAPL (`/sys/class/powercap/intel-rapl:*/energy_uj`), measured around the timed loop, where
-   the machine has it (Intel/AMD x86 Linux with powercap; not these VMs, not a Raspberry Pi).
-2. CPU time per inference × the target profile's active power (`Power.active_w`). CPU time
-   counts every thread, so `active_w` is read as the power of one busy core's share.
+1. RAPL, the package energy counters, read by the runner around its timed loop alone (one
+   reader, `edgebench.runner.read_rapl_uj`: package domains only, one wrap undone), where the
+   machine has them (Intel/AMD x86 Linux with powercap; not these VMs, not a Raspberry Pi).
+2. Time × the target profile's power (`[power]`), by its `scope`:
+   - "core": `active_w` is one busy core's power: E = CPU time per inference × active_w (CPU
+     time counts every thread, so more threads cost more);
+   - "board": `idle_w`/`active_w` are the whole device idle and with every core busy (a USB
+     meter on a Pi): E = wall time per inference × (idle_w + (active_w − idle_w) × busy / cores),
+     busy = CPU time / wall time (the cores the inference kept busy), cores from the device.
 3. Op counts × energy per operation and per DRAM access (Horowitz, "Computing's energy
-   problem (and what we can do about it)", ISSCC 2014, 45 nm). It ignores caches, control and
-   leakage, so it is a lower bound on compute energy and an upper bound on weight traffic.
+   problem (and what we can do about it)", ISSCC 2014, 45 nm), at the precision that really
+   computed (`compute_precision`). It ignores caches, control and leakage, so it is a lower
+   bound on compute energy and an upper bound on weight traffic.
 
     >>> from edgebench.targets import Power
     >>> record = {"macs": 1_000_000, "weight_bytes": 40_000, "precision": "fp32",
-    ...           "cpu_time_s": 0.5, "latency_ms": {"n": 1000}}
-    >>> e = estimate(record, Power(idle_w=2.7, active_w=6.4, source="datasheet"))
-    >>> round(e["value"], 3), e["model"].split(" (")[0]
-    (3.2, 'cpu_time x active_w')
+    ...           "cpu_time_s": 0.5, "latency_ms": {"n": 1000, "mean": 0.5}}
+    >>> e = estimate(record, Power(idle_w=0, active_w=6.4, scope="core", source="datasheet"))
+    >>> round(e["value"], 3), e["watts"], e["scope"]
+    (3.2, 6.4, 'core')
 """
 
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Mapping
 from typing import Any
+
+from edgebench import runner
 
 # Horowitz, ISSCC 2014, 45 nm, 0.9 V: energy per operation in pJ.
 HOROWITZ_PJ: dict[str, dict[str, float]] = {
@@ -36,7 +42,6 @@ HOROWITZ_PJ: dict[str, dict[str, float]] = {
 DRAM_PJ_PER_32BIT_WORD = 640.0
 BYTES_PER_PARAM = {"int8": 1, "fp16": 2, "fp32": 4}
 PJ_PER_MJ = 1e9
-RAPL_GLOB = "/sys/class/powercap/intel-rapl:*/energy_uj"
 NO_METER_NOTE = "energy: estimate, no power meter"
 
 
@@ -65,54 +70,33 @@ def cpu_time_mj(cpu_time_s: float, n_inferences: int, active_w: float) -> float:
     return cpu_time_s / n_inferences * active_w * 1000.0
 
 
+def board_mj(wall_s: float, cpu_s: float, cores: int, idle_w: float, active_w: float) -> tuple[float, float]:
+    """(energy, energy above idle) of one inference on a board, in mJ, from the linear power
+    model idle + (active − idle) × busy cores / cores, busy = CPU time / wall time.
+
+    >>> board_mj(0.001, 0.001, 4, 2.7, 6.4)   # 1 ms on one of four cores of a Pi 4
+    (3.625, 0.925)
+    """
+    share = min(max(cpu_s / wall_s, 0.0), cores) / cores if wall_s > 0 else 0.0
+    above = wall_s * (active_w - idle_w) * share * 1000.0
+    return wall_s * idle_w * 1000.0 + above, above
+
+
+def read_rapl_uj() -> int | None:
+    """The runner's RAPL reader (package domains only), so host and device read it one way."""
+    return runner.read_rapl_uj()
+
+
 def rapl_available() -> bool:
     """True when this machine exposes a readable RAPL package energy counter."""
     return read_rapl_uj() is not None
 
 
-def _package_counters() -> list[str]:
-    # Only top-level packages (intel-rapl:0, intel-rapl:1): their sub-domains (intel-rapl:0:0,
-    # core/uncore/dram) are already inside the package count and would be counted twice.
-    return sorted(p for p in glob.glob(RAPL_GLOB) if os.path.basename(os.path.dirname(p)).count(":") == 1)
-
-
-def read_rapl_uj() -> int | None:
-    """Sum of the package energy counters in µJ, or None where RAPL is absent or unreadable."""
-    paths = _package_counters()
-    if not paths:
-        return None
-    total = 0
-    try:
-        for path in paths:
-            with open(path) as f:
-                total += int(f.read().strip())
-    except (OSError, ValueError):  # present but root-only (common since CVE-2020-8694)
-        return None
-    return total
-
-
-def rapl_max_uj() -> int | None:
-    """The counters' wrap-around range summed, to correct one wrap between two readings."""
-    total = 0
-    for path in _package_counters():
-        try:
-            with open(os.path.join(os.path.dirname(path), "max_energy_range_uj")) as f:
-                total += int(f.read().strip())
-        except (OSError, ValueError):
-            return None
-    return total or None
-
-
 def rapl_mj_between(before_uj: int | None, after_uj: int | None, n_inferences: int) -> float | None:
     """Measured energy per inference between two `read_rapl_uj()` readings, in mJ, or None."""
-    if before_uj is None or after_uj is None or n_inferences <= 0:
+    delta = runner.rapl_delta_uj(before_uj, after_uj)
+    if delta is None or n_inferences <= 0:
         return None
-    delta = after_uj - before_uj
-    if delta < 0:  # the counter wrapped once during the loop
-        wrap = rapl_max_uj()
-        if wrap is None:
-            return None
-        delta += wrap
     return delta / 1000.0 / n_inferences
 
 
@@ -127,38 +111,59 @@ def _weight_bytes(record: Mapping[str, Any], precision: str) -> tuple[float | No
     return None, ""
 
 
+def op_precision(record: Mapping[str, Any]) -> str:
+    """The precision the op-count model prices: what computed (`compute_precision`), else what
+    was asked. A "mixed" graph is priced as int8 (its convolutions and matmuls are); an fp16
+    artifact that computes in fp32 is priced as fp32."""
+    for value in (record.get("compute_precision"), record.get("precision")):
+        text = str(value or "")
+        for precision in ("int8", "fp16", "fp32"):
+            if text.startswith(precision):
+                return precision
+        if text == "mixed":
+            return "int8"
+    return "fp32"
+
+
 def estimate(record: Mapping[str, Any], power: Any) -> dict:
     """Energy per inference for one ok record; `power` is a `targets.Power` (or None).
 
-    Returns the `energy_mj` field of the record: `value` (mJ), `model` (which estimate it is,
-    with its numbers and source), and every model's figure (`rapl_mj`, `cpu_time_mj`,
+    Returns the `energy_mj` field of the record: `value` (mJ) and `model` (which estimate it
+    is, in words), `watts`, `scope` and `source` of the power figure used (None when it was not
+    a power model), and every model's figure (`rapl_mj`, `power_model_mj`, `above_idle_mj`,
     `op_count_mj`; None where it cannot be made). The primary value is RAPL if measured, else
-    CPU time × active power when the profile gives active_w > 0, else the op-count model.
-    Emulated (QEMU) records use the op-count model: their CPU time is the emulator's.
+    time × power when the profile gives active_w > 0, else the op-count model. Emulated (QEMU)
+    records use the op-count model: their times are the emulator's.
 
-    RAPL is taken from the record's `rapl_uj` (energy of the timed loop, µJ, measured by the
-    runner around that loop), divided by `latency_ms.n`.
+    RAPL comes from the record's `rapl_uj` (the timed loop alone, µJ), divided by `latency_ms.n`.
     """
-    precision = record.get("precision") or "fp32"
-    if precision not in HOROWITZ_PJ:
-        precision = "fp32"
+    precision = op_precision(record)
     latency = record.get("latency_ms") or {}
     n = int(latency.get("n") or len(record.get("latency_samples_ms") or []) or 0)
     emulated = bool(record.get("emulated"))
     active_w = float(getattr(power, "active_w", 0.0) or 0.0)
     idle_w = float(getattr(power, "idle_w", 0.0) or 0.0)
+    scope = getattr(power, "scope", "core")
     source = getattr(power, "source", "unknown")
 
     rapl = None
     if record.get("rapl_uj") is not None and n > 0 and not emulated:
         rapl = float(record["rapl_uj"]) / 1000.0 / n
 
-    cpu_mj = above_idle = None
-    cpu_time = record.get("cpu_time_s")
+    power_mj = above_idle = None
+    power_model = ""
+    cpu_time, wall_ms = record.get("cpu_time_s"), latency.get("mean")
     if cpu_time is not None and n > 0 and active_w > 0 and not emulated:
-        cpu_mj = cpu_time_mj(float(cpu_time), n, active_w)
-        # What the inference adds over an idle device: a fairer cost on an always-on board.
-        above_idle = cpu_time_mj(float(cpu_time), n, max(active_w - idle_w, 0.0))
+        cpu_s = float(cpu_time) / n
+        if scope == "board" and wall_ms:
+            cores = int((record.get("machine") or {}).get("cpu_count") or 1)
+            power_mj, above_idle = board_mj(float(wall_ms) / 1000.0, cpu_s, cores, idle_w, active_w)
+            power_model = (f"wall time x board power ({idle_w:g} W idle + {active_w - idle_w:g} W x "
+                           f"busy share of {cores} cores; scope board; source: {source})")
+        elif scope != "board":
+            power_mj = cpu_time_mj(float(cpu_time), n, active_w)
+            above_idle = cpu_time_mj(float(cpu_time), n, max(active_w - idle_w, 0.0))
+            power_model = f"CPU time x {active_w:g} W per busy core (scope core; source: {source})"
 
     op_mj, op_note = None, ""
     weights, weight_source = _weight_bytes(record, precision)
@@ -169,27 +174,50 @@ def estimate(record: Mapping[str, Any], power: Any) -> dict:
         op_note = (f"op-count {precision} (Horowitz ISSCC 2014, 45 nm; MACs + DRAM reads of "
                    f"{what}, {weight_source})")
 
+    watts: float | None = None
+    used_scope: str | None = None
+    used_source: str | None = None
     if rapl is not None:
         value, model = rapl, "rapl (measured, package energy of the timed loop)"
-    elif cpu_mj is not None:
-        value = cpu_mj
-        model = f"cpu_time x active_w ({active_w:g} W, idle {idle_w:g} W, source: {source})"
+        used_scope, used_source = "package", "RAPL counters"
+    elif power_mj is not None:
+        value, model = power_mj, power_model
+        watts, used_scope, used_source = active_w, scope, source
     elif op_mj is not None:
         value = op_mj
-        why = "emulated target: CPU time is the emulator's, so " if emulated else ""
+        why = "emulated target: its times are the emulator's, so " if emulated else ""
         model = f"{why}{op_note}"
+        used_source = "Horowitz, ISSCC 2014 (45 nm)"
     else:
         value, model = None, "none (no CPU time, power profile or op counts)"
     return {
         "value": value,
         "model": model,
+        "watts": watts,
+        "idle_w": idle_w if watts is not None else None,
+        "scope": used_scope,
+        "source": used_source,
+        "measured": rapl is not None,
         "rapl_mj": rapl,
-        "cpu_time_mj": cpu_mj,
-        "cpu_time_above_idle_mj": above_idle,
+        "power_model_mj": power_mj,
+        "above_idle_mj": above_idle,
         "op_count_mj": op_mj,
         "precision": precision,
-        "active_w": active_w or None,
-        "idle_w": idle_w or None,
-        "power_source": source,
-        "measured": rapl is not None,
     }
+
+
+def label(energy: Mapping[str, Any] | None) -> str:
+    """A short line saying what an energy figure is, for charts and tables.
+
+    >>> label({"value": 3.6, "measured": False, "watts": 6.4, "idle_w": 2.7, "scope": "board", "source": "USB meter"})
+    'estimate: time x 2.7-6.4 W board (USB meter)'
+    """
+    if not energy or energy.get("value") is None:
+        return "no energy figure"
+    if energy.get("measured"):
+        return "measured: RAPL package energy"
+    if energy.get("watts") is not None:
+        watts = (f"{energy['idle_w']:g}-{energy['watts']:g} W board" if energy.get("scope") == "board"
+                 else f"{energy['watts']:g} W per busy core")
+        return f"estimate: time x {watts} ({energy.get('source') or 'unknown source'})"
+    return f"estimate: op counts x Horowitz 45 nm energies ({energy.get('precision')})"

@@ -1,6 +1,8 @@
 """Targets: where a variant runs. One file per way of reaching a device; this registry names them.
 
-A target profile (`targets/<name>.toml`) says how to reach a device and what it has. Every
+A target profile (a `.toml` file) says how to reach a device and what it has. The built-in
+ones ship inside the package (`edgebench/profiles/`); a user's own live in `./targets/` or are
+given by path. Every
 target runs the same runner (`edgebench/runner.py`) and returns its JSON document as a dict;
 targets differ only in how files travel and how the runner is started.
 
@@ -21,16 +23,30 @@ from edgebench.config import build, choice, read_toml, require
 from edgebench.errors import ConfigError, did_you_mean
 
 RUNNER_PATH = Path(__file__).resolve().parent.parent / "runner.py"
-# Profiles shipped with edgebench live in the checkout's targets/ folder; a user's own
-# profiles may sit in ./targets/ of the working directory, or be given as file paths.
-BUILTIN_PROFILE_DIR = Path(__file__).resolve().parents[2] / "targets"
+# Profiles shipped with edgebench are package data, found the same way from a checkout, an
+# editable install and a wheel; a user's own profiles may sit in ./targets/ of the working
+# directory, or be given as file paths.
+BUILTIN_PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+POWER_SCOPES = ("core", "board")
 
 
 @dataclass(frozen=True)
 class Power:
+    """What the energy estimate multiplies time by, and what the watts cover.
+
+    scope "board": `active_w` is the whole device with every core busy and `idle_w` the device
+    idle (a USB power meter's readings of a Pi); "core": `active_w` is the power of one busy
+    core (what a desktop or server package costs per loaded core).
+    """
+
     idle_w: float = 0.0
     active_w: float = 0.0
+    scope: str = "core"
     source: str = "unknown"
+
+    def __post_init__(self):
+        choice(self.scope, POWER_SCOPES, "power.scope")
+        require(self.idle_w >= 0 and self.active_w >= 0, "power: watts must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -60,13 +76,20 @@ class TargetProfile:
     min_seconds: float | None = None
     max_seconds: float | None = None
     rounds: int | None = None  # override the experiment's [run] rounds (e.g. 1 where starts are slow)
+    # Before timing, the runner waits (at most cool_timeout_s) until the device is at or below
+    # this temperature: a hot Pi throttles and its latency is not its normal one.
+    max_temp_c: float | None = None
+    cool_timeout_s: float = 120.0
     power: Power = field(default_factory=Power)
+    # A built-in example of a device class (rpi4, rpi5): copied and edited, never run as it is.
+    template: bool = False
     path: str | None = None  # the file it came from
 
     def __post_init__(self):
         choice(self.transport, tuple(TRANSPORTS), "transport")
         require(self.transport != "ssh" or bool(self.host), f"target {self.name!r}: ssh needs host")
         require(self.threads is None or self.threads >= 1, "threads must be >= 1")
+        require(self.max_temp_c is None or self.max_temp_c > 0, "max_temp_c must be positive")
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,8 @@ class RunOptions:
     timeout_s: float = 300.0
     rounds: int = 1  # measure in this many runner processes, interleaved with the other variants
     evaluate: bool = True  # predict every input (accuracy, logits); off for later rounds
+    max_temp_c: float | None = None  # wait until the device is this cool before timing
+    cool_timeout_s: float = 120.0
 
     def for_target(self, profile: TargetProfile) -> RunOptions:
         overrides = {
@@ -93,6 +118,8 @@ class RunOptions:
             "limit": profile.eval_limit or None,
             "timeout_s": profile.run_timeout_s,
             "rounds": profile.rounds,
+            "max_temp_c": profile.max_temp_c,
+            "cool_timeout_s": profile.cool_timeout_s if profile.max_temp_c else None,
         }
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -111,7 +138,9 @@ class RunOptions:
             "--threads", str(self.threads), "--warmup", str(self.warmup),
             "--min-runs", str(self.min_runs), "--min-seconds", str(self.min_seconds),
             "--max-seconds", str(self.max_seconds), "--limit", str(self.limit),
-        ] + ([] if self.evaluate else ["--no-eval"])  # fmt: skip
+        ] + ([] if self.evaluate else ["--no-eval"]) + (
+            ["--max-temp-c", str(self.max_temp_c), "--cool-timeout-s", str(self.cool_timeout_s)]
+            if self.max_temp_c else [])  # fmt: skip
 
 
 @dataclass
@@ -188,7 +217,7 @@ def load_profile(name_or_path: str | Path) -> TargetProfile:
 
 
 def load_targets(names: list[str] | tuple[str, ...]) -> list[TargetProfile]:
-    """Profiles for names, files, or folders of .toml files."""
+    """Profiles to run on, for names, files, or folders of .toml files; templates are refused."""
     out = []
     for name in names:
         p = Path(name).expanduser()
@@ -199,7 +228,29 @@ def load_targets(names: list[str] | tuple[str, ...]) -> list[TargetProfile]:
             out.extend(load_profile(f) for f in files)
         else:
             out.append(load_profile(name))
+    for profile in out:
+        if profile.template:
+            raise ConfigError(f"target {profile.name!r} is a template: copy it with `edgebench targets "
+                              f"--copy {profile.name} targets/mypi.toml`, set host and user there, "
+                              "then use --targets targets/mypi.toml")
     return out
+
+
+def copy_template(name: str, dest: str | Path) -> Path:
+    """Write the profile `name` to `dest` as a profile of the user's own (not a template)."""
+    import re
+
+    source = Path(load_profile(name).path or "")
+    dest = Path(dest).expanduser()
+    if dest.suffix != ".toml":
+        dest = dest / f"{name}.toml" if dest.is_dir() else dest.with_suffix(".toml")
+    if dest.exists():
+        raise ConfigError(f"{dest} exists: choose another path or remove it")
+    text = re.sub(r"(?m)^template\s*=.*\n", "", source.read_text())
+    text = re.sub(r'(?m)^name\s*=\s*".*"', f'name = "{dest.stem}"', text, count=1)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
+    return dest
 
 
 def parse_runner_output(stdout: str, returncode: int, stderr: str = "") -> dict:
