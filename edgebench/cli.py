@@ -63,16 +63,35 @@ def run_command(args) -> int:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args))
     records = read_records(run_dir / "records.jsonl")
+    code, why = run_status(records)
     failed = sum(r["status"] != "ok" for r in records)
     if args.json:
-        print(json.dumps({"run_dir": str(run_dir), "records": len(records), "errors": failed}))
+        print(json.dumps({"run_dir": str(run_dir), "records": len(records), "errors": failed, "exit": code,
+                          "why": why}))
     elif not args.quiet:
         print(summary_table(records))
         print(f"\n{len(records)} records ({failed} errors) in {run_dir}/")
         for name in ("report.md", "report.html", "records.jsonl"):
             if (run_dir / name).exists():
                 print(f"  {run_dir / name}")
-    return 0
+    if code and not args.json:
+        print(f"edgebench: {why}", file=sys.stderr)
+    return code
+
+
+def run_status(records: list[dict]) -> tuple[int, str]:
+    """The exit status of a run: 0 when everything that could run ran; 1 when some record is
+    an error, or nothing was measured at all. A runtime that is not installed on a target
+    ("unavailable: ...") is reported in its records and does not fail the run."""
+    ok = sum(r["status"] == "ok" for r in records)
+    errors = [r for r in records if r["status"] != "ok" and not str(r.get("error") or "").startswith("unavailable")]
+    if errors:
+        first = errors[0]
+        return 1, (f"{len(errors)} of {len(records)} records are errors, e.g. {first['variant']} on "
+                   f"{first['target']}/{first['runtime']}: {str(first.get('error'))[:200]}")
+    if not ok:
+        return 1, "nothing was measured: every record is unavailable (see `edgebench targets`)"
+    return 0, "ok"
 
 
 def resumed_experiment(run_dir: Path):

@@ -8,16 +8,18 @@ Every job is a plain function of paths and JSON, so a distributed engine can run
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from edgebench.config import Experiment
-from edgebench.errors import ConfigError
+from edgebench.errors import ConfigError, EdgebenchError
 from edgebench.records import (
     RecordLog,
     latency_summary,
@@ -47,16 +49,34 @@ def prepare_run_dir(exp: Experiment, out: Path | None, resume: Path | None) -> t
     return run_dir, run_id, exp
 
 
-def make_all_variants(exp: Experiment, run_dir: Path, formats: set[str], log) -> list[BuiltVariant]:
-    """Train (or load) the baseline and build every variant, reusing what a resumed run has."""
-    from edgebench.config import Variant
+def load_run_data(exp: Experiment, log):
+    """The experiment's data, split and preprocessed as declared; bad data fails here, early."""
     from edgebench.data import load_data
-    from edgebench.train import train_baseline
 
     log(f"data: {exp.data.source} (image_size {exp.data.image_size})")
     data = load_data(exp.data, seed=exp.seed)
     log(f"data: {len(data.x_train)} train, {len(data.x_calib)} calibration, {len(data.x_test)} test, "
         f"{data.num_classes} classes, input {data.input_shape}")
+    return data
+
+
+def data_facts(exp: Experiment, data) -> dict:
+    """What the manifest says of the data: sizes, classes and the preprocessing really applied
+    (a deployer must feed the model the same way)."""
+    def plain(value):
+        return value.tolist() if isinstance(value, np.ndarray) else value
+
+    return {"source": exp.data.source, "n_train": len(data.x_train), "n_calibration": len(data.x_calib),
+            "n_test": len(data.x_test), "num_classes": data.num_classes, "input_shape": list(data.input_shape),
+            "classes": list(data.classes), "normalize": plain(getattr(exp.data, "normalize", None)),
+            "mean": plain(getattr(data, "mean", None)), "std": plain(getattr(data, "std", None))}
+
+
+def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], log) -> list[BuiltVariant]:
+    """Train (or load) the baseline and build every variant, reusing what a resumed run has."""
+    from edgebench.config import Variant
+    from edgebench.train import train_baseline
+
     data.save_eval(run_dir / "eval.npz")
     baseline = None
     built = []
@@ -68,7 +88,13 @@ def make_all_variants(exp: Experiment, run_dir: Path, formats: set[str], log) ->
             continue
         if baseline is None:
             started = time.perf_counter()
-            baseline = train_baseline(exp, data, log=log)
+            try:
+                baseline = train_baseline(exp, data, log=log)
+            except EdgebenchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's model or data: one clear line
+                raise EdgebenchError(f"baseline: {exp.model.factory} failed to train or load: "
+                                     f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
             update_manifest(run_dir, baseline_s=round(time.perf_counter() - started, 2))
         log(f"variant {len(built) + 1}/{len(exp.variants) + 1}: {variant.name}")
         built.append(build_variant(exp, variant, baseline, data, run_dir, formats, log))
@@ -115,8 +141,9 @@ def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: 
 
 
 def merge_rounds(results: list[dict]) -> dict:
-    """One runner result from several rounds: samples pooled, CPU time summed, peak memory max;
-    accuracy and logits from the first round (the only one that predicts every input)."""
+    """One runner result from several rounds (runner processes): samples pooled and kept per
+    round, CPU time and energy summed, times of a phase as their median, memory as its worst
+    round; accuracy and logits from the first round (the only one that predicts every input)."""
     failed = [r for r in results if r.get("status") != "ok"]
     if failed:
         return failed[0]
@@ -124,19 +151,62 @@ def merge_rounds(results: list[dict]) -> dict:
     merged["latency_samples_ms"] = [s for r in results for s in r["latency_samples_ms"]]
     merged["latency_rounds"] = [round_summary(r["latency_samples_ms"]) for r in results]
     merged["cpu_time_s"] = sum(r.get("cpu_time_s") or 0.0 for r in results)
-    rss = [r["peak_rss_mb"] for r in results if r.get("peak_rss_mb") is not None]
-    merged["peak_rss_mb"] = max(rss) if rss else None
+    for key in ("load_s", "import_s", "first_inference_ms"):
+        values = [r[key] for r in results if r.get(key) is not None]
+        merged[key] = float(np.median(values)) if values else None
+    for key in ("rss_after_load_mb", "peak_rss_inference_mb", "peak_rss_mb"):
+        values = [r[key] for r in results if r.get(key) is not None]
+        merged[key] = max(values) if values else None
     rapl = [r.get("rapl_uj") for r in results]
-    merged["rapl_uj"] = sum(rapl) if all(v is not None for v in rapl) else None
+    merged["rapl_uj"] = sum(rapl) if all(v is not None for v in rapl) else None  # type: ignore[arg-type]
+    merged["conditions"] = merge_conditions([r.get("conditions") or {} for r in results])
     merged["rounds"] = len(results)
     merged["measure_s"] = sum(r["measure_s"] for r in results)
     return merged
 
 
+def merge_conditions(rounds: list[dict]) -> dict:
+    """The run conditions of a variant's rounds in one dict: the lowest clock and the highest
+    temperature seen (throttling shows there), any throttling flag, load before and after."""
+    readings = [r.get(when) or {} for r in rounds for when in ("before", "after")]
+    clocks = [(x.get("cpu_mhz") or {}).get("cur") for x in readings]
+    clocks = [c for c in clocks if c is not None]
+    maxima = [(x.get("cpu_mhz") or {}).get("max") for x in readings]
+    maxima = [m for m in maxima if m is not None]
+    temps = [x["temp_c"] for x in readings if x.get("temp_c") is not None]
+    flags = [x["throttled"] for x in readings if x.get("throttled") is not None]
+    loads = [x.get("load_avg_1m") for x in readings]
+    cooling = [r["cooling"] for r in rounds if r.get("cooling")]
+    out: dict = {
+        "cpu_mhz": min(clocks) if clocks else None,
+        "cpu_mhz_max": max(maxima) if maxima else None,
+        "temp_c": max(temps) if temps else None,
+        # A Pi reports 0x0 when it never throttled; any other value of any round is kept.
+        "throttled": next((f for f in flags if f not in ("0x0", "0")), flags[0] if flags else None),
+        "load_avg": {"before": loads[0] if loads else None, "after": loads[-1] if loads else None},
+        "unreadable": (rounds[0].get("unreadable") if rounds else None) or {},
+    }
+    if out["cpu_mhz_max"] is None:
+        out["unreadable"] = {**out["unreadable"],
+                             "cpu_mhz_max": out["unreadable"].get("cpu_mhz") or "no cpufreq maximum"}
+    if cooling:
+        out["cooling"] = {"max_temp_c": cooling[0].get("max_temp_c"),
+                          "waited_s": round(sum(c.get("waited_s") or 0.0 for c in cooling), 2),
+                          "cooled": all(c.get("cooled") for c in cooling)}
+    return out
+
+
 def make_measured_record(
-    variant: BuiltVariant, profile: TargetProfile, runtime: str, result: dict, options: RunOptions, run_dir: Path, run_id: str
+    variant: BuiltVariant, profile: TargetProfile, runtime: str, result: dict, options: RunOptions, run_dir: Path,
+    run_id: str, labels: np.ndarray | None = None,
 ) -> dict:
-    """The record of one variant on one target's runtime, from the (merged) runner result."""
+    """The record of one variant on one target's runtime, from the (merged) runner result.
+
+    `labels` are the eval set's; with the baseline's logits on the same target and runtime they
+    give the paired test of the variant's accuracy difference (exact McNemar).
+    """
+    from edgebench.accuracy import mcnemar_p, wilson_interval
+
     fmt = FORMAT_OF[runtime]
     record = make_record(run_id=run_id, variant=variant.name, target=profile.name, runtime=runtime,
                          emulated=profile.emulated, **variant.static_fields(fmt))  # fmt: skip
@@ -154,14 +224,29 @@ def make_measured_record(
     base_path = logits_dir / f"baseline__{profile.name}__{runtime}.npy"
     base = np.load(base_path) if base_path.exists() else None
     agreement, rel = _fidelity(logits, base)
+    n_eval = int(result.get("n_eval") or len(logits))
+    accuracy, ci, delta_p = result.get("accuracy"), None, None
+    if accuracy is not None:
+        ci = wilson_interval(round(accuracy * n_eval), n_eval)
+    if labels is not None and base is not None and base.shape == logits.shape and variant.name != "baseline":
+        truth = labels[: len(logits)]
+        delta_p = mcnemar_p(base.argmax(1) == truth, logits.argmax(1) == truth)
     record.update(
         latency_ms=latency_summary(samples), latency_samples_ms=samples,
-        peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
-        accuracy=result.get("accuracy"), agreement=agreement, logit_rel_err=rel,
         latency_rounds=result.get("latency_rounds") or [round_summary(samples)],
-        n_eval=result.get("n_eval"), rapl_uj=result.get("rapl_uj"), rounds=result.get("rounds", 1),
-        measure_s=round(result.get("measure_s", 0.0), 2),
+        load_s=result.get("load_s"), first_inference_ms=result.get("first_inference_ms"),
+        rss_after_load_mb=result.get("rss_after_load_mb"),
+        peak_rss_inference_mb=result.get("peak_rss_inference_mb"),
+        peak_rss_eval_mb=result.get("peak_rss_eval_mb"),
+        peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
+        accuracy=accuracy, n_eval=n_eval, accuracy_ci95=list(ci) if ci else None, accuracy_delta_p=delta_p,
+        agreement=agreement, logit_rel_err=rel, eval_batch=result.get("eval_batch"),
+        rapl_uj=result.get("rapl_uj"), conditions=result.get("conditions"),
+        rounds=result.get("rounds", 1), measure_s=round(result.get("measure_s", 0.0), 2),
     )  # fmt: skip
+    for note in ("memory_note", "peak_rss_note"):
+        if result.get(note):
+            record[note] = result[note]
     record["energy_mj"] = _energy(record, profile)
     return record
 
@@ -182,6 +267,8 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
     """Every variant on every (target, runtime); each record appended as soon as it is final."""
     records = RecordLog(run_dir)
     base_options = run_options(exp)
+    with np.load(run_dir / "eval.npz") as eval_set:
+        labels = eval_set["y"] if "y" in eval_set.files else None
     plan = [(p, rt) for p in profiles for rt in exp.run.runtimes if rt in p.runtimes]
     total, count = len(plan) * len(variants), 0
     for profile, runtime in plan:
@@ -194,7 +281,7 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
         try:
             # The baseline first: the others are compared with it.
             for variant, result in measure_rounds(todo, target, runtime, options, run_dir, log):
-                record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id)
+                record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id, labels)
                 records.append(record)
                 count += 1
                 log(f"[{count}/{total}] {profile.name} {runtime} {variant.name}: {summarize(record)}")
@@ -215,19 +302,67 @@ def summarize(record: dict) -> str:
 def run_experiment(
     exp: Experiment, targets: list[str] | None = None, out: Path | None = None, resume: Path | None = None, log=print
 ) -> Path:
-    """Run the whole flow; return the run folder."""
+    """Run the whole flow; return the run folder.
+
+    Everything that can be wrong with the input is found before any training: the targets
+    (reached, the qemu rootfs prepared), the data, every step's parameters (when the
+    experiment was read). A run that fails before it measured anything leaves no folder.
+    """
     profiles = load_targets(targets or list(exp.run.targets))  # bad names fail before any work
     if targets:
         exp = dataclasses.replace(exp, run=dataclasses.replace(exp.run, targets=tuple(targets)))
+    check_targets(profiles, exp.run.runtimes, log)
+    data = load_run_data(exp, log)
     run_dir, run_id, exp = prepare_run_dir(exp, out, resume)
     log(f"run {run_id}: {run_dir}")
-    write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles])
-    formats = {FORMAT_OF[r] for r in exp.run.runtimes}
-    variants = make_all_variants(exp, run_dir, formats, log)
-    measure_all(exp, profiles, variants, run_dir, run_id, log)
+    with _removed_if_nothing_measured(run_dir, keep=resume is not None):
+        write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles],
+                       data=data_facts(exp, data))
+        formats = {FORMAT_OF[r] for r in exp.run.runtimes}
+        variants = make_all_variants(exp, data, run_dir, formats, log)
+        measure_all(exp, profiles, variants, run_dir, run_id, log)
     update_manifest(run_dir, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     finish_report(run_dir, log)  # records.csv, plots, report.html, report.md
     return run_dir
+
+
+def check_targets(profiles: list[TargetProfile], runtimes: tuple[str, ...], log) -> None:
+    """Reach every target before any compression; prepare what prepares itself (the qemu rootfs).
+
+    An unreachable target is an error now (exit 2), not forty error records after minutes of
+    compressing; a runtime missing on a reachable target only warns (its records will say
+    "unavailable" and how to install it).
+    """
+    from edgebench.errors import TargetError
+
+    for profile in profiles:
+        target = open_target(profile)
+        try:
+            if getattr(target, "needs_prepare", lambda: False)():
+                log(f"{profile.name}: preparing the target once (edgebench targets --prepare {profile.name})")
+                target.prepare(log=log)
+            status = target.check()
+        finally:
+            target.close()
+        if not status.reachable:
+            raise TargetError(f"target {profile.name!r} is not usable: {'; '.join(status.problems)} "
+                              "(or leave it out with --targets)")
+        wanted = [r for r in runtimes if r in profile.runtimes]
+        for problem in status.problems:
+            if any(r in problem for r in wanted):
+                log(f"{profile.name}: warning: {problem}")
+
+
+@contextlib.contextmanager
+def _removed_if_nothing_measured(run_dir: Path, keep: bool):
+    """Delete a new run folder when the run fails before its first record: half-made folders
+    of failed starts are litter. An interrupted run with records stays, for --resume."""
+    try:
+        yield
+    except BaseException:
+        if not keep and not (run_dir / "records.jsonl").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def finish_report(run_dir: Path, log) -> None:
@@ -237,7 +372,9 @@ def finish_report(run_dir: Path, log) -> None:
 
 
 def compress_only(exp: Experiment, out: Path | None = None, log=print) -> Path:
+    data = load_run_data(exp, log)
     run_dir, run_id, exp = prepare_run_dir(exp, out, None)
-    write_manifest(run_dir, run_id, exp.to_dict(), command="compress")
-    make_all_variants(exp, run_dir, {FORMAT_OF[r] for r in exp.run.runtimes}, log)
+    with _removed_if_nothing_measured(run_dir, keep=False):
+        write_manifest(run_dir, run_id, exp.to_dict(), command="compress", data=data_facts(exp, data))
+        make_all_variants(exp, data, run_dir, {FORMAT_OF[r] for r in exp.run.runtimes}, log)
     return run_dir

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import write_experiment
 
+from edgebench.cli import run_status
 from edgebench.config import load_experiment
 from edgebench.pipeline import run_experiment
 from edgebench.records import FIELDS, read_records
@@ -59,6 +60,27 @@ def test_every_record_has_every_field(tiny_run):
     assert fp16["logit_rel_err"] < 0.01
 
 
+def test_records_say_what_each_phase_cost_and_how_sure_accuracy_is(tiny_run):
+    for r in read_records(tiny_run):
+        assert 0 < r["load_s"] < 10 and r["first_inference_ms"] > 0
+        # Memory by phase: the runtime and model after load; inference adds little on top.
+        assert 10 < r["rss_after_load_mb"] <= r["peak_rss_inference_mb"] + 1e-9 < 2000
+        assert r["peak_rss_mb"] == r["peak_rss_inference_mb"] and r["peak_rss_eval_mb"] > 10
+        assert len(r["latency_rounds"]) == 3 and sum(x["n"] for x in r["latency_rounds"]) == r["latency_ms"]["n"]
+        assert {"cpu_mhz", "temp_c", "throttled", "load_avg", "unreadable"} <= set(r["conditions"])
+        for key, value in r["conditions"].items():  # a reading is a value, or None with its reason
+            if value is None:
+                assert key in r["conditions"]["unreadable"], key
+        assert r["n_eval"] == 360
+        low, high = r["accuracy_ci95"]
+        assert low < r["accuracy"] < high or r["accuracy"] == 1.0
+        assert high - low < 0.1
+        energy = r["energy_mj"]
+        assert energy["value"] > 0 and energy["scope"] and energy["source"]
+    base, int8, _ = read_records(tiny_run)
+    assert base["accuracy_delta_p"] is None and 0 <= int8["accuracy_delta_p"] <= 1
+
+
 def test_second_run_uses_the_cached_baseline(tmp_path):
     exp = load_experiment(write_experiment(tmp_path, variants=""))
     logs: list[str] = []
@@ -89,15 +111,95 @@ def build(num_classes, in_channels):
 '''
 
 
-def test_model_that_cannot_export_is_an_error_record(tmp_path, monkeypatch):
+def test_model_that_cannot_export_is_an_error_record_and_the_run_exits_1(tmp_path):
     (tmp_path / "usermodels.py").write_text(UNEXPORTABLE)
-    monkeypatch.syspath_prepend(str(tmp_path))
     exp_file = write_experiment(tmp_path, **{'factory = "demo_cnn"': 'factory = "usermodels:build"',
                                              "kwargs = { width = 0.25 }": ""})  # fmt: skip
-    run_dir = run_experiment(load_experiment(exp_file), out=tmp_path / "r", log=lambda m: None)
-    records = read_records(run_dir / "records.jsonl")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "edgebench", "run", str(exp_file), "--out", str(tmp_path / "r"),
+                           "--json"], capture_output=True, text=True, env=env, timeout=300)
+    summary = json.loads(proc.stdout)
+    records = read_records(Path(summary["run_dir"]) / "records.jsonl")
     assert len(records) == 3  # every variant is recorded, none silently dropped
     assert all(r["status"] == "error" and r["error"].startswith("ONNX export failed") for r in records)
+    # A run of nothing but errors is not a success.
+    assert proc.returncode == 1 and summary["exit"] == 1 and "3 of 3 records are errors" in summary["why"]
+
+
+def test_run_status_rule():
+    ok = {"variant": "a", "target": "t", "runtime": "r", "status": "ok"}
+    unavailable = {**ok, "status": "error", "error": "unavailable: ai-edge-litert is not installed"}
+    broken = {**ok, "status": "error", "error": "TFLite export failed"}
+    assert run_status([ok, unavailable])[0] == 0  # a runtime not installed is reported, not failed
+    assert run_status([ok, broken])[0] == 1
+    assert run_status([unavailable]) == (1, "nothing was measured: every record is unavailable (see `edgebench targets`)")
+
+
+CRASHING = '''
+from torch import nn
+
+class Crash(nn.Module):
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.fc = nn.Linear(4, num_classes)
+    def forward(self, x):
+        return self.fc(x)   # wrong shape for 8x8 inputs: training fails at once
+
+def build(num_classes, in_channels):
+    return Crash(num_classes, in_channels)
+'''
+
+
+def test_a_run_that_fails_before_measuring_leaves_no_folder_and_one_line(tmp_path):
+    (tmp_path / "crashing.py").write_text(CRASHING)
+    exp_file = write_experiment(tmp_path, **{'factory = "demo_cnn"': 'factory = "crashing:build"',
+                                             "kwargs = { width = 0.25 }": ""})  # fmt: skip
+    out = tmp_path / "r"
+    proc = subprocess.run([sys.executable, "-m", "edgebench", "run", str(exp_file), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("edgebench: error: baseline: crashing:build failed")
+    assert "Traceback" not in proc.stderr
+    assert not list(out.glob("*")), "a failed start left a run folder behind"
+
+
+def test_an_unreachable_target_fails_before_any_training(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    profile = tmp_path / "gone.toml"
+    profile.write_text(f'name = "gone"\ntransport = "ssh"\nhost = "127.0.0.1"\nport = {port}\nconnect_timeout_s = 3\n')
+    exp_file = write_experiment(tmp_path, variants='\n[[variant]]\nname = "p"\nsteps = [{ method = "prune", ratio = 0.5 }]\n')
+    out = tmp_path / "r"
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "edgebench", "run", str(exp_file), "--targets", f"local,{profile}",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "target 'gone' is not usable" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr
+    assert "epoch" not in proc.stderr  # nothing was trained
+    assert not out.exists() or not list(out.glob("*"))
+    assert time.monotonic() - started < 60
+
+
+def test_resume_retries_error_records_and_keeps_their_lines(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    lines = (run / "records.jsonl").read_text().splitlines()
+    broken = {**json.loads(lines[1]), "status": "error", "error": "runner failed (killed by signal 9)"}
+    (run / "records.jsonl").write_text("\n".join(lines + [json.dumps(broken)]) + "\n")
+    assert read_records(run)[1]["status"] == "error"  # the latest record of a key is what counts
+    proc = subprocess.run([sys.executable, "-m", "edgebench", "run", "--resume", str(run), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    history = read_records(run, history=True)
+    assert len(history) == 5  # 3 first records, the error, and its retry
+    assert [r["status"] for r in history[3:]] == ["error", "ok"]
+    latest = read_records(run)
+    assert [(r["variant"], r["status"]) for r in latest] == [("baseline", "ok"), ("int8", "ok"), ("fp16", "ok")]
 
 
 def test_missing_runtime_is_an_error_record_and_the_sweep_goes_on(tmp_path):

@@ -99,7 +99,8 @@ class Prune:
         choice(self.kind, KINDS, "kind")
         choice(self.scope, SCOPES, "scope")
         choice(self.importance, IMPORTANCES, "importance")
-        require(self.ratio >= 0, f"ratio = {self.ratio}: must be >= 0 (the share removed)")
+        # 1 would remove every weight or channel: no model is left to measure.
+        require(0 <= self.ratio < 1, f"ratio = {self.ratio}: must be in [0, 1) (the share removed)")
         if self.finetune_epochs is None:
             object.__setattr__(self, "finetune_epochs", DEFAULT_EPOCHS[self.kind])
         require(self.finetune_epochs >= 0, "finetune_epochs must be >= 0")
@@ -108,8 +109,8 @@ class Prune:
         require(self.skip_sensitive is None or 0 <= self.skip_sensitive <= 1,
                 "skip_sensitive is a share of predictions, between 0 and 1")  # fmt: skip
         for pattern, r in self.per_layer.items():
-            require(isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0,
-                    f"per_layer[{pattern!r}] = {r!r}: must be a ratio >= 0")  # fmt: skip
+            require(isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r < 1,
+                    f"per_layer[{pattern!r}] = {r!r}: must be a ratio in [0, 1)")  # fmt: skip
 
     def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
         model = copy.deepcopy(model).eval()  # never edit the caller's model

@@ -66,6 +66,11 @@ class QemuTarget:
             return f"no prepared aarch64 rootfs at {rootfs} ({where}): run {PREPARE_HINT}"
         return None
 
+    def needs_prepare(self) -> bool:
+        """True when the rootfs is edgebench's to build and is not built yet (qemu is there)."""
+        return (not self.profile.rootfs and qemu_rootfs.qemu_binary() is not None
+                and not qemu_rootfs.read_stamp(self.rootfs()))
+
     # ---- the Target protocol ----------------------------------------------------------------
 
     def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions) -> dict:
