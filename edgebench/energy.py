@@ -113,15 +113,15 @@ def _weight_bytes(record: Mapping[str, Any], precision: str) -> tuple[float | No
 
 def op_precision(record: Mapping[str, Any]) -> str:
     """The precision the op-count model prices: what computed (`compute_precision`), else what
-    was asked. A "mixed" graph is priced as int8 (its convolutions and matmuls are); an fp16
-    artifact that computes in fp32 is priced as fp32."""
+    was asked. An fp16 artifact that computes in fp32 is priced as fp32; a "mixed" graph (some
+    convolutions or matmuls stayed float) as fp32, an upper bound."""
     for value in (record.get("compute_precision"), record.get("precision")):
         text = str(value or "")
+        if text == "mixed":
+            return "fp32"
         for precision in ("int8", "fp16", "fp32"):
             if text.startswith(precision):
                 return precision
-        if text == "mixed":
-            return "int8"
     return "fp32"
 
 

@@ -50,7 +50,8 @@ def test_board_scope_is_wall_time_times_the_boards_power_not_per_core():
 def test_op_count_prices_what_computed_not_what_was_asked():
     fp16_that_ran_fp32 = {**RECORD, "precision": "fp16", "compute_precision": "fp32"}
     assert energy.estimate(fp16_that_ran_fp32, None)["precision"] == "fp32"
-    assert energy.estimate({**RECORD, "precision": "int8", "compute_precision": "mixed"}, None)["precision"] == "int8"
+    assert energy.estimate({**RECORD, "precision": "int8", "compute_precision": "mixed"}, None)["precision"] == "fp32"
+    assert energy.estimate({**RECORD, "precision": "int8", "compute_precision": "int8-dynamic"}, None)["precision"] == "int8"
     assert energy.estimate({**RECORD, "precision": "fp16"}, None)["precision"] == "fp16"
 
 

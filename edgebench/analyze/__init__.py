@@ -41,14 +41,16 @@ DIRECTIONS: dict[str, int] = {
 # What "the front" means when nobody says otherwise: what a deployer trades against accuracy.
 FRONT_METRICS = ("accuracy", "size_bytes", "latency_ms.p50", "peak_rss_mb", "energy_mj.value")
 GROUP = ("target", "runtime")
+ENERGY_TEXT = ("energy_mj.model", "energy_mj.scope", "energy_mj.source", "energy_mj.precision")
 KEY = ("variant", "target", "runtime")
 # Columns every loaded table has, even when no record carries them (e.g. a run of errors).
 COLUMNS = (
     "run_id", "variant", "parent", "method", "steps", "target", "runtime", "format", "status",
-    "error", "emulated", "precision", "size_bytes", "size_gzip_bytes", "weight_bytes", "params",
+    "error", "emulated", "precision", "compute_precision", "size_bytes", "size_gzip_bytes", "weight_bytes", "params",
     "nonzero_params", "macs", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99",
-    "latency_ms.mean", "latency_ms.n", "latency_samples_ms", "peak_rss_mb", "cpu_time_s",
-    "energy_mj.value", "energy_mj.model", "accuracy", "agreement", "logit_rel_err",
+    "latency_ms.mean", "latency_ms.n", "latency_samples_ms", "load_s", "first_inference_ms",
+    "rss_after_load_mb", "peak_rss_mb", "peak_rss_eval_mb", "cpu_time_s", "energy_mj.value",
+    "energy_mj.model", "accuracy", "n_eval", "accuracy_ci95", "accuracy_delta_p", "agreement", "logit_rel_err",
     "machine.arch", "machine.cpu", "machine.runtime_version", "machine.threads",
 )  # fmt: skip
 
@@ -168,7 +170,7 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     df["status"] = df["status"].fillna("error")
     for column in df.columns:
         if column in DIRECTIONS or column.startswith(("latency_ms.", "energy_mj.")):
-            if column != "energy_mj.model" and df[column].dtype == object:
+            if column not in ENERGY_TEXT and df[column].dtype == object:
                 df[column] = pd.to_numeric(df[column], errors="coerce")
     return df.reset_index(drop=True)
 
@@ -223,6 +225,11 @@ def _non_dominated(cost: Any) -> Any:
         better = (block < cost[None, :, :]).any(axis=2)
         dominated |= (no_worse & better).any(axis=0)
     return ~dominated
+
+
+def energy_of(row: Any) -> dict:
+    """The `energy_mj` dict of a flattened row (for `edgebench.energy.label`)."""
+    return {k.split(".", 1)[1]: v for k, v in row.items() if isinstance(k, str) and k.startswith("energy_mj.")}
 
 
 def available_metrics(df: pd.DataFrame, metrics: Sequence[str] = FRONT_METRICS) -> list[str]:

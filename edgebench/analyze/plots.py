@@ -11,13 +11,16 @@ variant, placed so labels do not overlap. matplotlib is imported inside the func
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebench.analyze import GROUP, pareto_front
+from edgebench.analyze import GROUP, energy_of, pareto_front
 from edgebench.analyze.labels import focus, label_points, variant_numbers
 from edgebench.energy import NO_METER_NOTE
+from edgebench.energy import label as energy_label
+from edgebench.precision import precision_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +51,7 @@ CHARTS = (
     Chart("accuracy_vs_size", "size_bytes", "artifact size (KB)", 1 / 1024),
     Chart("accuracy_vs_latency", "latency_ms.p50", "latency p50 (ms, batch 1; whiskers p10–p90)"),
     Chart("accuracy_vs_energy", "energy_mj.value", "energy per inference (mJ, estimate)"),
-    Chart("accuracy_vs_memory", "peak_rss_mb", "peak memory of the runner (RSS, MB)"),
+    Chart("accuracy_vs_memory", "peak_rss_mb", "peak RSS during batch-1 inference (MB, runtime + model)"),
 )
 
 
@@ -140,6 +143,7 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
 
     numbers = variant_numbers(df, list(METHOD_STYLE))
     ycol, ylabel = _y(df)
+    full_n = int(df["n_eval"].max()) if df["n_eval"].notna().any() else 0
     ok = df[df["status"].eq("ok") & df[chart.column].notna() & df[ycol].notna()]
     panels = _panels(df)
     fig, axes = _figure(len(panels))
@@ -151,9 +155,12 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
         every = df[(df["target"] == target) & (df["runtime"] == runtime)]
         rows = ok[(ok["target"] == target) & (ok["runtime"] == runtime)]
         title = _panel_title(df, target, runtime)
-        if chart.column == "energy_mj.value" and rows["energy_mj.model"].notna().any():
-            models = sorted({str(m).split(" (")[0] for m in rows["energy_mj.model"].dropna()})
-            title += "\nenergy model: " + "; ".join(models)
+        if chart.column == "energy_mj.value" and len(rows):
+            labels = sorted({energy_label(energy_of(row)) for _, row in rows.iterrows()})
+            title += "\n" + "\n".join(textwrap.fill(t, 58) for t in labels)
+        n_eval = rows["n_eval"].dropna()
+        if len(n_eval) and n_eval.min() < full_n:  # e.g. the QEMU profile's eval_limit
+            title += f"\naccuracy on the first {int(n_eval.min())} of {full_n} test inputs"
         missing = len(every) - len(rows)
         if missing:  # in the title: inside the axes it would cover points
             title += f"\n{missing} record(s) not shown (error or no value)"
@@ -166,7 +173,10 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
             continue
         x = rows[chart.column].astype(float) * chart.scale
         y = rows[ycol].astype(float) * 100
-        low, high, cut = focus(y)
+        bounds = [b * 100 for c in rows["accuracy_ci95"] if ycol == "accuracy" and isinstance(c, (list, tuple))
+                  for b in c if b is not None]
+        # The axis holds the intervals too: a difference smaller than them is not one to zoom into.
+        low, high, cut = focus(list(y) + bounds)
         clipped = y < (cut if cut is not None else -math.inf)
         shown = y.where(~clipped, low + ((cut or low) - low) * 0.4)  # clipped: drawn in the strip
         clipped_any |= bool(clipped.any())
@@ -180,6 +190,14 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
                 err = [_whiskers(s, p) for s, p in zip(part["latency_samples_ms"], xs, strict=False)]
                 ax.errorbar(xs, ys, xerr=list(zip(*err, strict=False)), fmt="none", ecolor=color,
                             alpha=0.5, capsize=2.5, lw=1, zorder=2)
+            ci = [c if isinstance(c, (list, tuple)) and len(c) == 2 and None not in c else None
+                  for c in part["accuracy_ci95"]] if ycol == "accuracy" else [None] * len(part)
+            has = [c is not None and not o for c, o in zip(ci, out, strict=False)]
+            if any(has):  # the 95 % interval of each accuracy: a gap inside it is no gap
+                lows = [y - c[0] * 100 for y, c, h in zip(ys, ci, has, strict=False) if h]
+                highs = [c[1] * 100 - y for y, c, h in zip(ys, ci, has, strict=False) if h]
+                ax.errorbar(xs[has], ys[has], yerr=[lows, highs], fmt="none", ecolor=color, alpha=0.35,
+                            capsize=0, lw=2.2, zorder=2)
             ax.scatter(xs[~out], ys[~out], c=color, marker=marker, s=_size(method),
                        edgecolors="white", linewidths=0.6, zorder=3, clip_on=False)
             ax.scatter(xs[out], ys[out], c=color, marker="v", s=_size(method), edgecolors="black",
@@ -200,7 +218,9 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
             ax.text(0.01, (cut - low) / (high - low) / 2, f"below {cut:.3g} ↓", transform=ax.transAxes,
                     fontsize=7, color="#666", va="center")
         names = rows["variant"].astype(str).tolist()
-        value = [f" ({v:.3g}%)" if c else "" for v, c in zip(y, clipped, strict=False)]
+        # A scheme that did not take says so on its point: "fp16 (ran fp32)".
+        value = [f"{_ran(a, r)}{f' ({v:.3g}%)' if c else ''}" for v, c, a, r in
+                 zip(y, clipped, rows["precision"], rows["compute_precision"], strict=False)]
         long = [f"{numbers[n]} {n}{e}" if numbered else f"{n}{e}" for n, e in zip(names, value, strict=False)]
         short = [f"{numbers[n]}{e}" for n, e in zip(names, value, strict=False)] if numbered else long
         base = [n == "baseline" for n in names]
@@ -210,6 +230,8 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
         todo.append((ax, x.tolist(), shown.tolist(), short, long, rungs, radii, colors))
     extra = [Line2D([], [], color="#555", ls="--", label="Pareto front (this chart)"),
              Line2D([], [], color="#222", ls=":", lw=0.8, label="baseline accuracy")]
+    if ycol == "accuracy" and ok["accuracy_ci95"].notna().any():
+        extra.append(Line2D([], [], color="#888", lw=2.2, alpha=0.5, label="95% interval of accuracy"))
     if clipped_any:
         extra.append(Line2D([], [], color="#888", marker="v", ls="", markeredgecolor="black",
                             label="far below: clipped, value in label"))
@@ -225,6 +247,19 @@ def _scatter(df: pd.DataFrame, chart: Chart, run_id: str, numbered: bool) -> tup
         fig.tight_layout(rect=(0, bottom, 1, 1))
     left = sum(label_points(*panel) for panel in todo)
     return fig, left
+
+
+def _ran(asked: Any, ran: Any) -> str:
+    """' (ran fp32)' when the asked precision is not what computed, else ''."""
+    label = precision_label(asked if isinstance(asked, str) else None, ran if isinstance(ran, str) else None)
+    return label[label.index(" (ran"):] if " (ran" in label else ""
+
+
+def _ran_anywhere(ok: pd.DataFrame, variant: str) -> str:
+    """The key's note for a variant whose scheme did not take on some target/runtime."""
+    rows = ok[ok["variant"].eq(variant)]
+    notes = sorted({_ran(a, r) for a, r in zip(rows["precision"], rows["compute_precision"], strict=False)} - {""})
+    return "".join(notes)
 
 
 def _all_measured(rows: pd.DataFrame) -> bool:
@@ -276,7 +311,8 @@ def _key(fig: Any, ok: pd.DataFrame, numbers: dict[str, int], methods: list[str]
         headers.append(len(handles))
         handles.append(Line2D([], [], color=color, marker=marker, ls="", markersize=8, label=method))
         variants = sorted(set(ok.loc[ok["method"].eq(method), "variant"].astype(str)), key=numbers.get)
-        handles += [Line2D([], [], **blank, label=f"{_number(numbers[v])}  {v}") for v in variants]
+        handles += [Line2D([], [], **blank, label=f"{_number(numbers[v])}  {v}{_ran_anywhere(ok, v)}")
+                    for v in variants]
     handles += [Line2D([], [], **blank, label=" ")] + extra
     width, height = fig.get_size_inches()
     renderer = fig.canvas.get_renderer()

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgebench.accuracy import SIGNIFICANCE
 from edgebench.analyze import (
     available_metrics,
     best_variants,
     describe_steps,
+    energy_of,
     fmt,
     format_table,
     load,
@@ -28,23 +30,34 @@ from edgebench.analyze import (
     read_manifest,
 )
 from edgebench.energy import NO_METER_NOTE
+from edgebench.precision import precision_label
 
 if TYPE_CHECKING:
     import pandas as pd
 
 HELP = "redraw plots and write records.csv, report.html and report.md from a run's records"
 
-# (header, column, scale, digits): what the tables show, in the user's units.
+# (header, column, scale, digits[, sort column]): what the tables show, in the user's units.
+# A text column may sort by a numeric one.
 TABLE = (
     ("variant", "variant", None, 0), ("steps", "steps_text", None, 0),
     ("target", "target_text", None, 0), ("runtime", "runtime", None, 0),
     ("size KB", "size_bytes", 1 / 1024, 4), ("gzip KB", "size_gzip_bytes", 1 / 1024, 4),
     ("params", "params", 1, 0), ("MACs", "macs", 1, 0),
     ("p50 ms", "latency_ms.p50", 1, 3), ("p90 ms", "latency_ms.p90", 1, 3),
-    ("peak RSS MB", "peak_rss_mb", 1, 3), ("energy mJ (est.)", "energy_mj.value", 1, 3),
-    ("accuracy %", "accuracy", 100, 4), ("agreement %", "agreement", 100, 4),
+    ("load ms", "load_s", 1000, 3), ("RSS after load MB", "rss_after_load_mb", 1, 3),
+    ("peak RSS inference MB", "peak_rss_mb", 1, 3), ("energy mJ", "energy_mj.value", 1, 3),
+    ("computes", "ran_text", None, 0),
+    ("accuracy %", "accuracy", 100, 4), ("95% CI", "ci_text", None, 0, "accuracy"),
+    ("Δ acc pt", "delta_text", None, 0, "accuracy_delta_pt"), ("n", "n_eval", 1, 0),
+    ("agreement %", "agreement", 100, 4),
     ("status", "status_text", None, 0),
 )  # fmt: skip
+TEXT_COLUMNS = ("variant", "steps_text", "target_text", "runtime", "ran_text", "ci_text", "delta_text",
+                "status_text")
+SIGNIFICANCE_NOTE = ("Δ acc pt: accuracy minus the baseline's on the same target, runtime and inputs; "
+                     "* the difference is significant (exact McNemar test, p < 0.05), n.s. it is not: "
+                     "treat it as no difference. 95% CI: Wilson interval of the accuracy on n inputs.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,15 +80,63 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["steps_text"] = df["steps"].map(describe_steps)
     df["target_text"] = df["target"].astype(str) + df["emulated"].map({True: " (emulated)", False: ""})
     df["status_text"] = [s if s == "ok" else f"{s}: {e}" for s, e in zip(df["status"], df["error"], strict=False)]
+    df["accuracy_delta_pt"] = accuracy_delta_pt(df)
+    df["delta_text"] = [_delta_text(v, d, p) for v, d, p in
+                        zip(df["variant"], df["accuracy_delta_pt"], df["accuracy_delta_p"], strict=False)]
+    df["ci_text"] = df["accuracy_ci95"].map(_ci_text)
+    df["ran_text"] = [precision_label(a if isinstance(a, str) else None, r if isinstance(r, str) else None)
+                      for a, r in zip(df["precision"], df["compute_precision"], strict=False)]
     df.attrs["front_metrics"] = metrics
     return df.sort_values(["target", "runtime", "latency_ms.p50"], na_position="last", kind="stable")
 
 
-def _cell(row: Any, column: str, scale: float | None, digits: int) -> tuple[str, Any]:
+def accuracy_delta_pt(df: pd.DataFrame) -> pd.Series:
+    """Accuracy minus the baseline's on the same target and runtime, in points (NaN if unknown)."""
+    import pandas as pd
+
+    base = df[df["variant"].eq("baseline") & df["status"].eq("ok")].set_index(["target", "runtime"])["accuracy"]
+    base = base[~base.index.duplicated()]
+    keys = pd.MultiIndex.from_frame(df[["target", "runtime"]])
+    return (pd.to_numeric(df["accuracy"], errors="coerce") - base.reindex(keys).to_numpy()) * 100
+
+
+def _delta_text(variant: Any, delta: Any, p: Any) -> str:
+    if variant == "baseline" or delta is None or delta != delta:
+        return "—"
+    if p is None or p != p:
+        return f"{delta:+.2f}"
+    return f"{delta:+.2f} {'*' if p < SIGNIFICANCE else '(n.s.)'}"
+
+
+def _ci_text(ci: Any) -> str:
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return f"{ci[0] * 100:.1f}–{ci[1] * 100:.1f}"
+    return "—"
+
+
+def energy_notes(df: pd.DataFrame) -> list[str]:
+    """One line per target/runtime saying what its energy figures are: measured or which
+    estimate, with the watts, their scope and their source."""
+    from edgebench.energy import label
+
+    lines = []
+    for (target, runtime), group in df[df["status"].eq("ok")].groupby(["target", "runtime"]):
+        figures = [energy_of(row) for _, row in group.iterrows()]
+        labels = sorted({label(e) for e in figures if e.get("value") == e.get("value") and e.get("value") is not None})
+        if labels:
+            lines.append(f"{target}/{runtime}: {'; '.join(labels)}")
+    return lines
+
+
+def _cell(row: Any, column: str, scale: float | None, digits: int, sort: str | None = None) -> tuple[str, Any]:
     """(shown text, sort key) of one table cell."""
     value = row[column]
     if scale is None:
-        return str(value if value is not None else "—"), str(value)
+        key: Any = str(value)
+        if sort is not None:
+            number = row.get(sort)
+            key = float(number) if isinstance(number, (int, float)) and number == number else None
+        return str(value if value is not None else "—"), key
     try:
         number = float(value) * scale
     except (TypeError, ValueError):
@@ -116,8 +177,7 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
 
 
 def _rows(df: pd.DataFrame) -> list[list[tuple[str, Any]]]:
-    return [[_cell(row, col, scale, digits) for _, col, scale, digits in TABLE]
-            for _, row in df.iterrows()]
+    return [[_cell(row, *spec[1:]) for spec in TABLE] for _, row in df.iterrows()]
 
 
 def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str, run: Path) -> str:
@@ -131,9 +191,11 @@ def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id:
             for front, cells in zip(df["on_front"], _rows(df), strict=False)]
     lines.append(format_table(rows, ["front"] + [h for h, *_ in TABLE], markdown=True))
     note = f"★ Pareto front per target/runtime over: {', '.join(df.attrs['front_metrics']) or '—'}."
-    if "energy_mj.value" in df.attrs["front_metrics"]:
-        note += f" ({NO_METER_NOTE} unless the energy model says RAPL.)"
-    lines += ["", note, ""]
+    lines += ["", note, "", SIGNIFICANCE_NOTE, ""]
+    notes = energy_notes(df)
+    if notes:
+        lines += ["Energy per inference — " + ("" if _any_measured(df) else f"{NO_METER_NOTE}:"), ""]
+        lines += [f"- {n}" for n in notes] + [""]
     best = best_variants(df)
     if len(best):
         lines += ["### Best variant per target/runtime", "",
@@ -146,6 +208,10 @@ def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id:
         lines += [f"- [{p.stem.replace('_', ' ')}]({p.relative_to(run).as_posix()})" for p in plots]
         lines.append("")
     return "\n".join(lines)
+
+
+def _any_measured(df: pd.DataFrame) -> bool:
+    return "energy_mj.measured" in df.columns and bool(df["energy_mj.measured"].eq(True).any())
 
 
 def _machine_line(manifest: dict) -> str:
@@ -199,15 +265,16 @@ def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str
         "records": f"{len(df)} ({int(df['status'].ne('ok').sum())} errors)",
         "front over": ", ".join(df.attrs["front_metrics"]) or "—",
     }
-    head = [("★", True)] + [(h, col in ("variant", "steps_text", "target_text", "runtime", "status_text"))
-                            for h, col, *_ in TABLE]
+    head = [("★", True)] + [(h, col in TEXT_COLUMNS) for h, col, *_ in TABLE]
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            f"<title>edgebench report {e(run_id)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
            f"<h1>edgebench report — run {e(run_id)}</h1>", "<dl>"]
     out += [f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in facts.items()]
     out += ["</dl>", "<h2>Variants</h2>",
             "<p>★ on the Pareto front of its target/runtime. Click a header to sort. "
-            f"Energy is an estimate ({e(NO_METER_NOTE)}) unless its model says RAPL.</p>",
+            "Peak RSS is the runner process's during batch-1 inference (runtime and model; the "
+            "accuracy pass is not counted). Computes: the precision the runtime's graph really "
+            f"computes in.</p><p>{e(SIGNIFICANCE_NOTE)}</p>",
             '<table class="sortable"><thead><tr>']
     out += [f'<th data-col="{i}" class="{"t" if text else ""}">{e(h)}</th>' for i, (h, text) in enumerate(head)]
     out.append("</tr></thead><tbody>")
@@ -220,6 +287,10 @@ def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str
             tds.append(f'<td class="{klass}" data-v="{e(sort)}">{e(text)}</td>')
         out.append(f'<tr class="{css}">{"".join(tds)}</tr>')
     out.append("</tbody></table>")
+    notes = energy_notes(df)
+    if notes:
+        out.append(f"<p>Energy per inference{'' if _any_measured(df) else ' (' + e(NO_METER_NOTE) + ')'}:</p><ul>")
+        out += [f"<li>{e(n)}</li>" for n in notes] + ["</ul>"]
     for png in plots:
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         out += [f"<h2>{e(png.stem.replace('_', ' '))}</h2>",
