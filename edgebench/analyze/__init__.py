@@ -89,6 +89,10 @@ def read_manifest(run: str | Path) -> dict:
         return {}
 
 
+# The parameter that says which kind of a method a step is: shown even at its default.
+ALWAYS_SHOWN = ("scheme", "kind", "mode", "arch")
+
+
 def main_method(steps: Any) -> str:
     """The method that names a variant's family in charts: its first step; 'baseline' if none."""
     if isinstance(steps, list) and steps and isinstance(steps[0], dict):
@@ -105,7 +109,8 @@ def describe_steps(steps: Any) -> str:
         defaults = _step_defaults(step.get("method"))
         # Only what differs from the method's defaults: the table stays readable, and
         # variant.json keeps every parameter.
-        params = ", ".join(f"{k}={v}" for k, v in step.items() if k != "method" and defaults.get(k, object()) != v)
+        params = ", ".join(f"{k}={v}" for k, v in step.items()
+                           if k != "method" and (k in ALWAYS_SHOWN or defaults.get(k, object()) != v))
         parts.append(f"{step.get('method', '?')}({params})")
     return " → ".join(parts)
 

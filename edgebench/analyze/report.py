@@ -169,8 +169,9 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
     """The flat table; raw latency samples stay in records.jsonl (they would swamp a CSV)."""
-    table = df.drop(columns=["latency_samples_ms", "steps_text", "target_text", "status_text",
-                             "run_dir"], errors="ignore").copy()
+    table = df.drop(columns=["latency_samples_ms", "latency_rounds", "steps_text", "target_text", "status_text",
+                             "run_dir", *[c for c in df.columns if str(c).startswith("precision_ops.")]],
+                    errors="ignore").copy()
     table["steps"] = table["steps"].map(lambda s: json.dumps(s) if isinstance(s, list) else "")
     table.to_csv(path, index=False)
     return path
