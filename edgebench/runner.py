@@ -232,12 +232,15 @@ def _cpu_mhz() -> tuple[dict, str | None]:
     return {"cur": None, "max": None}, "no cpufreq in /sys and no clock in /proc/cpuinfo"
 
 
+THERMAL_GLOB = "/sys/class/thermal/thermal_zone[0-9]*/temp"
+
+
 def _temp_c() -> tuple[float | None, str | None]:
     """The hottest thermal zone, in °C."""
     import glob
 
     temps = []
-    for path in glob.glob("/sys/class/thermal/thermal_zone[0-9]*/temp"):
+    for path in glob.glob(THERMAL_GLOB):
         value = _read(path)
         if value and value.lstrip("-").isdigit():
             temps.append(int(value) / 1000)

@@ -101,3 +101,70 @@ def test_runner_imports_only_stdlib_numpy_and_runtimes():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported - STDLIB - {"__future__"} <= {"numpy", "onnxruntime", "ai_edge_litert"}
+
+
+def test_memory_is_read_per_phase_and_the_accuracy_pass_is_not_the_footprint(tmp_path, tiny_onnx):
+    """A big eval set raises the accuracy pass's peak, not the batch-1 inference footprint."""
+    model, _ = tiny_onnx
+    n = 2_000_000  # 32 MB of inputs and 32 MB of logits during the accuracy pass
+    x = np.zeros((n, 1, 2, 2), dtype=np.float32)
+    np.savez(tmp_path / "big.npz", x=x, y=np.zeros(n, dtype=np.int64))
+    code, doc = run_runner("--model", str(model), "--data", str(tmp_path / "big.npz"), "--runtime", "onnxruntime",
+                           "--warmup", "3", "--min-runs", "20", "--min-seconds", "0")
+    assert code == 0 and doc["status"] == "ok"
+    assert "memory_note" not in doc  # the high-water mark could be reset between phases here
+    assert doc["peak_rss_mb"] == doc["peak_rss_inference_mb"]
+    assert doc["rss_before_load_mb"] <= doc["rss_after_load_mb"] <= doc["peak_rss_inference_mb"] + 1
+    assert doc["peak_rss_eval_mb"] > doc["peak_rss_inference_mb"] + 50
+    assert doc["peak_rss_inference_mb"] < 200  # the eval set is not in it
+    assert doc["load_s"] > 0 and doc["first_inference_ms"] > 0 and doc["import_s"] > 0
+    assert doc["n_eval"] == n and doc["eval_batch"] == 64
+
+
+def test_run_conditions_are_read_or_say_why_not(tiny_onnx):
+    model, data = tiny_onnx
+    code, doc = run_runner("--model", str(model), "--data", str(data), "--runtime", "onnxruntime",
+                           "--min-runs", "5", "--min-seconds", "0", "--no-eval")
+    conditions = doc["conditions"]
+    for when in ("before", "after"):
+        readings = conditions[when]
+        assert set(readings) == {"cpu_mhz", "temp_c", "throttled", "load_avg_1m"}
+        assert readings["load_avg_1m"] is not None  # Linux always has it
+        for key in ("temp_c", "throttled"):
+            assert (readings[key] is None) == (key in conditions["unreadable"])
+        assert (readings["cpu_mhz"]["cur"] is None) == ("cpu_mhz" in conditions["unreadable"] and
+                                                       "no clock" in conditions["unreadable"]["cpu_mhz"])
+    assert "n_eval" not in doc and "peak_rss_eval_mb" not in doc  # --no-eval: latency only
+
+
+def test_the_runner_waits_until_the_device_is_cool(tmp_path, monkeypatch):
+    """A hot device is waited for (bounded), and the record says how long.
+
+    No thermal zone exists on this VM, so a zone file stands in for the kernel's and a
+    thread cools it down."""
+    import threading
+
+    from edgebench import runner
+
+    zone = tmp_path / "thermal_zone0"
+    zone.mkdir()
+    (zone / "temp").write_text("75000\n")
+    monkeypatch.setattr(runner, "THERMAL_GLOB", str(tmp_path / "thermal_zone[0-9]*/temp"))
+    cool = threading.Timer(0.6, lambda: (zone / "temp").write_text("55000\n"))
+    cool.start()
+    waited = runner.wait_until_cool(60.0, timeout_s=10, poll_s=0.05)
+    cool.join()
+    assert waited["cooled"] is True and 0.5 <= waited["waited_s"] < 5 and waited["temp_c"] == 55.0
+    (zone / "temp").write_text("90000\n")
+    hot = runner.wait_until_cool(60.0, timeout_s=0.3, poll_s=0.05)
+    assert hot["cooled"] is False and hot["waited_s"] >= 0.3  # bounded: it gives up and says so
+    monkeypatch.setattr(runner, "THERMAL_GLOB", str(tmp_path / "none*/temp"))
+    assert runner.wait_until_cool(60.0, 1)["why"].startswith("cannot wait")
+
+
+def test_a_profiles_max_temp_reaches_the_runner(tmp_path):
+    profile = tmp_path / "pi.toml"
+    profile.write_text('name = "pi"\ntransport = "ssh"\nhost = "pi.example"\nmax_temp_c = 60\n')
+    args = RunOptions().for_target(load_profile(profile)).runner_args()
+    assert args[args.index("--max-temp-c") + 1] == "60.0" and "--cool-timeout-s" in args
+    assert "--max-temp-c" not in RunOptions().for_target(load_profile("local")).runner_args()
