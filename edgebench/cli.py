@@ -105,17 +105,39 @@ def resumed_experiment(run_dir: Path):
 
 
 def summary_table(records: list[dict]) -> str:
-    rows = [("variant", "target", "runtime", "size KB", "p50 ms", "accuracy", "agreement")]
+    from edgebench.precision import precision_label
+
+    rows = [("variant", "target", "runtime", "size KB", "p50 ms", "accuracy (95% CI)", "Δ pt", "computes")]
+    most = max((r.get("n_eval") or 0 for r in records), default=0)
     for r in records:
         if r["status"] != "ok":
-            rows.append((r["variant"], r["target"], r["runtime"], "-", "-", "error", (r["error"] or "")[:60]))
+            rows.append((r["variant"], r["target"], r["runtime"], "-", "-", "error", "", (r["error"] or "")[:60]))
             continue
         size = f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "-"
-        acc = f"{r['accuracy'] * 100:.1f}%" if r.get("accuracy") is not None else "-"
-        agr = f"{r['agreement'] * 100:.1f}%" if r.get("agreement") is not None else "-"
-        rows.append((r["variant"], r["target"], r["runtime"], size, f"{r['latency_ms']['p50']:.3f}", acc, agr))
+        acc, ci, n = r.get("accuracy"), r.get("accuracy_ci95"), r.get("n_eval")
+        text = "-" if acc is None else f"{acc * 100:.1f}%"
+        if acc is not None and ci:
+            text += f" ({ci[0] * 100:.1f}–{ci[1] * 100:.1f})"
+        if n and n < most:  # a subset (e.g. the QEMU profile's first 100 inputs) says so
+            text += f" n={n}"
+        rows.append((r["variant"], r["target"], r["runtime"], size, f"{r['latency_ms']['p50']:.3f}", text,
+                     _delta(records, r), precision_label(r.get("precision"), r.get("compute_precision"))))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows)
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _delta(records: list[dict], record: dict) -> str:
+    """The accuracy difference from the baseline on the same target/runtime, '(n.s.)' when a
+    McNemar test on the same inputs does not call it significant."""
+    from edgebench.accuracy import significant
+
+    base = next((b for b in records if b["variant"] == "baseline" and b["status"] == "ok"
+                 and (b["target"], b["runtime"]) == (record["target"], record["runtime"])), None)
+    if record["variant"] == "baseline" or base is None or None in (base.get("accuracy"), record.get("accuracy")):
+        return ""
+    delta = (record["accuracy"] - base["accuracy"]) * 100
+    mark = {True: " *", False: " (n.s.)", None: ""}[significant(record.get("accuracy_delta_p"))]
+    return f"{delta:+.1f}{mark}"
 
 
 def compress_command(args) -> int:

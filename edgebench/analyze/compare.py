@@ -53,7 +53,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metrics: tuple[str, ...] 
             if va is None and vb is None:
                 continue
             ratio = vb / va if va and vb is not None else None
-            rows.append({"key": key, "metric": metric, "a": va, "b": vb, "ratio": ratio, "note": ""})
+            note = ""
+            n_a, n_b = _value(ra, "n_eval"), _value(rb, "n_eval")
+            if metric in ("accuracy", "agreement") and n_a and n_b and n_a != n_b:
+                # 100 emulated inputs against 1,800: not the same measurement, never compared silently
+                note = f"{fmt(va, 4)} (n={n_a:.0f}) vs {fmt(vb, 4)} (n={n_b:.0f}): different inputs, not compared"
+                ratio = None
+            rows.append({"key": key, "metric": metric, "a": va, "b": vb, "ratio": ratio, "note": note})
     return rows
 
 
