@@ -22,8 +22,9 @@ The 4 × 20 comparisons are interleaved (a shuffled case order in each repetitio
 load from neighbours hits every case alike; within a comparison the gate shuffles its pairs and
 alternates which artifact runs first.
 
-    python benchmarks/gate_noise.py               # ~10 minutes on 2 quiet cores (more when busy)
+    python benchmarks/gate_noise.py               # 455 s and ~600 s in two runs here (2 shared cores)
     python benchmarks/gate_noise.py --runs 5      # a quick look
+    python benchmarks/gate_noise.py --stored      # + stored mode on pipeline-like runs (info, ~2 min)
 """
 
 from __future__ import annotations

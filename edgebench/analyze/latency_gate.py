@@ -19,7 +19,9 @@ those per-process statistics, on a log scale (latency effects are multiplicative
   variance is pooled within runs over every variant of the same target and runtime (3 rounds
   per variant give a weak test alone; 10 variants × 2 runs × 2 df give 40 df). A shift of the
   whole machine between the two runs is *not* in that variance: stored mode cannot tell it
-  from a slower model.
+  from a slower model. Measured (benchmarks/gate_noise.py --stored, runs a few seconds apart
+  under neighbour load): the same model 0/20 failed; the next run × 1.15 failed 16/20, the
+  rest "unsure" or hidden by slow rounds of the baseline run itself. A/B has no such blind spot.
 
 Either way a regression needs both: significant at `alpha` AND a ratio ≥ 1 + effect
 (asv's rule). "better" is the mirror image and never fails.

@@ -47,9 +47,11 @@ MIN_RUNS = 10
 
 @dataclass(frozen=True)
 class ABOptions:
-    """How much to measure. Rounds: simulated from 120 measured rounds of the same model
-    (resampled), the defaults gave 0/2000 false alarms, caught +15 % 99.7 % and +20 % 100 %
-    of the time, in 5.6 rounds on average (benchmarks/gate_noise.py measures it for real)."""
+    """How much to measure. Simulated by resampling measured per-process minima of one model
+    during heavy neighbour load (45 % of processes slowed by 7-37 %), the defaults raised a false
+    alarm on an unchanged pair 0.25 % of the time and caught +20 % 99.5 % and +25 % 99.9 %,
+    in 5.7, 10.9 and 7.8 rounds on average; with little load 4.4-6.2 rounds. Measured for real
+    by benchmarks/gate_noise.py (4.2-6.8 rounds on average per case, all four targets met)."""
 
     min_rounds: int = 4  # two blocks of both orders: an order effect cancels before any verdict
     max_rounds: int = 16
