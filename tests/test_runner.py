@@ -168,3 +168,29 @@ def test_a_profiles_max_temp_reaches_the_runner(tmp_path):
     args = RunOptions().for_target(load_profile(profile)).runner_args()
     assert args[args.index("--max-temp-c") + 1] == "60.0" and "--cool-timeout-s" in args
     assert "--max-temp-c" not in RunOptions().for_target(load_profile("local")).runner_args()
+
+
+def test_ab_mode_times_two_artifacts_interleaved_in_one_process(tiny_onnx, tmp_path):
+    """`--compare-model`: both artifacts timed in alternating blocks, latency only."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model, data = tiny_onnx
+    # The same classifier behind 200 extra Relu/Neg pairs: same weights and MACs, more work.
+    w = numpy_helper.to_array(onnx.load(model).graph.initializer[0])
+    nodes = [helper.make_node("Flatten", ["x"], ["f0"])]
+    for i in range(200):
+        nodes += [helper.make_node("Neg", [f"f{i}"], [f"n{i}"]), helper.make_node("Neg", [f"n{i}"], [f"f{i + 1}"])]
+    nodes.append(helper.make_node("MatMul", ["f200", "w"], ["y"]))
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+                              [numpy_helper.from_array(w, "w")])
+    slow = tmp_path / "slow.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), slow)
+    result = open_target(load_profile("local")).measure(
+        model, data, "onnxruntime", RunOptions(min_runs=50, min_seconds=0.05, evaluate=False), compare=(slow, data))
+    assert result["status"] == "ok"
+    fast, slower = result["latency_samples_ms"], result["compare_samples_ms"]
+    assert len(fast) >= 50 and len(slower) >= 50
+    assert min(slower) > 3 * min(fast)  # 400 extra ops on 4 floats each cost far more than one MatMul
+    assert "accuracy" not in result and "n_eval" not in result

@@ -2,17 +2,20 @@
 
 `edgebench check CANDIDATE_RUN --baseline REFERENCE_RUN` compares latency the way
 `asv continuous` compares two commits: both artifacts of each (variant, target, runtime) run
-on the same target and runtime, with the same threads, in alternating runner processes, round
-after round, so whatever the machine does meanwhile (neighbours, frequency, a slower runtime
-build) hits both alike and cancels in their ratio. A whole-model slowdown, invisible to a
+on the same target and runtime, with the same threads, round after round; each round is one
+fresh runner process that loads both and alternates blocks of ~5 ms of calls between them
+(A B B A ...), so whatever the machine does meanwhile (neighbours, frequency, a slower runtime
+build) hits both alike and cancels in their ratio. The process is the unit of replication
+(its memory layout, its luck with the scheduler); the interleaving inside it is what makes a
+round's ratio steady: for a 20-µs model under load, the round-to-round sd of log(B/A) was
+18-31 % with one process per artifact and 1-2 % interleaved in one. A whole-model slowdown, invisible to a
 rule relative to the run's own reference model, shows as it is.
 
     >>> plan = plan_ab(reference_side, candidate_side, ABOptions())
     >>> outcomes, stored_why = measure_ab(plan, GateOptions(), ABOptions(), log=print)
 
 Each round: every open pair, in a shuffled order (a burst of load hits a slice of every pair),
-one process on the reference artifact and one on the candidate's, which one first alternating
-between rounds; pairs stop after `min_rounds` once `latency_gate.decided` says more rounds
+one process timing both artifacts, which one loads and runs first alternating between rounds; pairs stop after `min_rounds` once `latency_gate.decided` says more rounds
 cannot change their side of the line, at the latest after `max_rounds`. An artifact identical
 (sha256) to the reference's on the same runtime cannot differ in latency by the artifact: it
 is not measured unless asked (`--measure-identical`).
@@ -38,10 +41,11 @@ if typing.TYPE_CHECKING:
 
 Key = tuple[str, str, str]
 FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}  # the record's "format" when it has none
-# Each runner process times the model for `seconds` and at least MIN_RUNS runs (a slow model).
-# Measured here (2-core VM, a 0.4 ms CNN, runner start-up ~0.3 s): the per-process minimum's
-# round-to-round sd was 1.9 % with 0.1 s of timing and 1.4 % with 0.2 s, for +20 % wall time
-# per process; 0.05 s gave 2.5 % with larger outliers (13.8 %). Start-up dominates the cost.
+# Each runner process times each artifact for `seconds` and at least MIN_RUNS runs (a slow
+# model). Measured here (2-core VM, a 0.4 ms CNN, runner start-up ~0.3 s): the per-process
+# minimum's round-to-round sd was 1.9 % with 0.1 s of timing and 1.4 % with 0.2 s, for +20 %
+# wall time per process; 0.05 s gave 2.5 % with larger outliers (13.8 %) (one process per
+# artifact then; interleaved in one process the spread is smaller still). Start-up dominates.
 MIN_RUNS = 10
 
 
@@ -55,7 +59,7 @@ class ABOptions:
 
     min_rounds: int = 4  # two blocks of both orders: an order effect cancels before any verdict
     max_rounds: int = 16
-    seconds: float = 0.1  # of timing per runner process
+    seconds: float = 0.1  # of timing per artifact in each runner process
     measure_identical: bool = False
     seed: int = 0  # of the shuffled pair order: the same runs give the same schedule
 
@@ -155,7 +159,7 @@ def run_options(manifest: dict, profile: TargetProfile, seconds: float) -> RunOp
                       warmup=int(run.get("warmup") if run.get("warmup") is not None else defaults.warmup),
                       timeout_s=float(run.get("timeout_s") or defaults.timeout_s))
     options = base.for_target(profile)
-    return dataclasses.replace(options, min_runs=MIN_RUNS, min_seconds=seconds, max_seconds=max(5.0, 20 * seconds),
+    return dataclasses.replace(options, min_runs=MIN_RUNS, min_seconds=2 * seconds, max_seconds=max(10.0, 40 * seconds),
                                limit=0, rounds=1, evaluate=False)
 
 
@@ -244,6 +248,24 @@ def _measure_one(target: Target, pair: Pair, side: str, runtime: str, options: R
     return sample_stat(samples, stat)
 
 
+def _measure_both(target: Target, pair: Pair, runtime: str, options: RunOptions, stat: str,
+                  swap: bool) -> tuple[float, float] | str:
+    """One runner process timing both artifacts, interleaved in blocks: (reference, candidate)
+    statistics, or the error. `swap` makes the candidate the runner's first model (so neither
+    side always loads first)."""
+    first, second = ((pair.candidate, pair.candidate_data), (pair.reference, pair.reference_data)) if swap \
+        else ((pair.reference, pair.reference_data), (pair.candidate, pair.candidate_data))
+    try:
+        result = target.measure(first[0], first[1], runtime, options, compare=second)
+    except Exception as exc:  # noqa: BLE001 - a failing process is this pair's outcome, not a crash
+        return f"{type(exc).__name__}: {exc}"
+    a, b = result.get("latency_samples_ms") or [], result.get("compare_samples_ms") or []
+    if result.get("status") != "ok" or not a or not b:
+        return str(result.get("error") or "the runner returned no latency samples")
+    values = sample_stat(a, stat), sample_stat(b, stat)
+    return (values[1], values[0]) if swap else values
+
+
 def measure_ab(plan: Plan, options: GateOptions, ab: ABOptions,
                log: Callable[[str], None]) -> tuple[dict[Key, LatencyOutcome], dict[Key, str]]:
     """Measure the planned pairs; return the latency outcome of each pair measured or
@@ -267,13 +289,22 @@ def measure_ab(plan: Plan, options: GateOptions, ab: ABOptions,
                 name, runtime = pair.key[1], pair.key[2]
                 if name not in targets:
                     targets[name] = open_target(plan.profiles[name])
-                sides = ("reference", "candidate") if (index + pair.index) % 2 == 0 else ("candidate", "reference")
-                for side in sides:
-                    value = _measure_one(targets[name], pair, side, runtime, plan.options[name], stat)
-                    if isinstance(value, str):
-                        pair.error, pair.failed_side, pair.done = value, side, True
-                        break
-                    (pair.reference_values if side == "reference" else pair.candidate_values).append(value)
+                swap = (index + pair.index) % 2 == 1
+                values = _measure_both(targets[name], pair, runtime, plan.options[name], stat, swap)
+                if isinstance(values, str):
+                    # Which artifact failed? Each alone once: the reference's failure sends the
+                    # pair to stored samples, the candidate's fails its check.
+                    for side in ("reference", "candidate"):
+                        alone = _measure_one(targets[name], pair, side, runtime, plan.options[name], stat)
+                        if isinstance(alone, str):
+                            pair.error, pair.failed_side = alone, side
+                            break
+                    else:
+                        pair.error, pair.failed_side = values, "candidate"
+                    pair.done = True
+                    continue
+                pair.reference_values.append(values[0])
+                pair.candidate_values.append(values[1])
             rounds = index + 1
             for pair in active:
                 if pair.done:

@@ -158,8 +158,10 @@ class TargetStatus:
 class Target(Protocol):
     profile: TargetProfile
 
-    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions) -> dict:
-        """Run the runner on `artifact`; return its JSON document (status ok or error)."""
+    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions,
+                compare: tuple[Path, Path] | None = None) -> dict:
+        """Run the runner on `artifact`; return its JSON document (status ok or error).
+        `compare` = (artifact, data) is timed interleaved with it in the same process (A/B)."""
 
     def check(self) -> TargetStatus:
         """Is the target usable now, and with which runtimes?"""

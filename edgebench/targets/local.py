@@ -71,9 +71,13 @@ class LocalTarget:
             return ["taskset", "-c", self.profile.taskset]
         return []
 
-    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions) -> dict:
+    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions,
+                compare: tuple[Path, Path] | None = None) -> dict:
+        """The runner's JSON document; `compare` = (artifact, data) times a second artifact
+        interleaved with the first in the same process (the gate's A/B)."""
         argv = [*self._prefix(), self.python, str(RUNNER_PATH), "--model", str(artifact),
-                "--data", str(data), "--runtime", runtime, *options.runner_args()]
+                "--data", str(data), "--runtime", runtime, *options.runner_args(),
+                *(["--compare-model", str(compare[0]), "--compare-data", str(compare[1])] if compare else [])]
         code, stdout, stderr, rss = run_process(argv, options.timeout_s, runner_env(options.threads))
         result = parse_runner_output(stdout, code, stderr)
         if "timed out" in stderr and result.get("status") != "ok":

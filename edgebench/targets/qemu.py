@@ -73,20 +73,22 @@ class QemuTarget:
 
     # ---- the Target protocol ----------------------------------------------------------------
 
-    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions) -> dict:
+    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions,
+                compare: tuple[Path, Path] | None = None) -> dict:
         problem = self._unavailable()
         if problem:
             return {"status": "error", "error": f"unavailable: {problem}", "emulated": True}
         rootfs = self.rootfs()
         with tempfile.TemporaryDirectory(prefix="edgebench-qemu-") as spare:
             try:
-                runner, model, inputs = (_host_visible(Path(p), rootfs, Path(spare))
-                                         for p in (RUNNER_PATH, artifact, data))
+                runner, model, inputs, *other = (_host_visible(Path(p), rootfs, Path(spare))
+                                                 for p in (RUNNER_PATH, artifact, data, *(compare or ())))
             except TargetError as exc:
                 return {"status": "error", "error": str(exc), "emulated": True}
+            pair = ["--compare-model", str(other[0]), "--compare-data", str(other[1])] if other else []
             argv = qemu_rootfs.guest_command(rootfs, [str(runner), "--model", str(model),
                                              "--data", str(inputs), "--runtime", runtime,
-                                             *options.runner_args()],
+                                             *options.runner_args(), *pair],
                                              cpu=self.profile.cpu or qemu_rootfs.DEFAULT_CPU)
             code, stdout, stderr, _ = run_process(argv, options.timeout_s, runner_env(options.threads))
         result = parse_runner_output(stdout, code, stderr)

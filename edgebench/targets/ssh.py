@@ -285,11 +285,14 @@ class SshTarget:
             if wait > 0:
                 time.sleep(wait)
 
-    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions) -> dict:
-        """Run the runner on the device; its JSON document, or {"status": "error", "error": ...}."""
+    def measure(self, artifact: Path, data: Path, runtime: str, options: RunOptions,
+                compare: tuple[Path, Path] | None = None) -> dict:
+        """Run the runner on the device; its JSON document, or {"status": "error", "error": ...}.
+
+        `compare` = (artifact, data) times a second artifact interleaved with the first (A/B)."""
+        files = [RUNNER_PATH, Path(artifact), Path(data), *(map(Path, compare) if compare else ())]
         try:
-            (runner, model, inputs), tools = self._stage(
-                [RUNNER_PATH, Path(artifact), Path(data)], options.timeout_s)
+            (runner, model, inputs, *other), tools = self._stage(files, options.timeout_s)
         except SshError as exc:
             return {"status": "error", "error": str(exc)}
         threads = str(options.threads)
@@ -298,7 +301,8 @@ class SshTarget:
             prefix += ["timeout", "-k", str(KILL_GRACE_S), f"{options.timeout_s:g}"]
         if self.profile.taskset:
             prefix += ["taskset", "-c", self.profile.taskset]
-        args = [runner, "--model", model, "--data", inputs, "--runtime", runtime, *options.runner_args()]
+        args = [runner, "--model", model, "--data", inputs, "--runtime", runtime, *options.runner_args(),
+                *(["--compare-model", other[0], "--compare-data", other[1]] if other else [])]
         words = [*map(shlex.quote, prefix), self._python(), *map(shlex.quote, args)]
         command = (f"cd {self._remote_dir()}/blobs && export OMP_NUM_THREADS={threads} "
                    f"OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads} && exec {' '.join(words)}")  # fmt: skip
