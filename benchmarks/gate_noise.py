@@ -19,10 +19,11 @@ against the reference run, 20 times per case:
       at most 1 of 20 comparisons with any failing check.
 
 The 4 × 20 comparisons are interleaved (a shuffled case order in each repetition) so a spell of
-load from neighbours hits every case alike; within a comparison the gate shuffles its pairs and
-alternates which artifact runs first.
+load from neighbours hits every case alike; within a comparison the gate shuffles its pairs,
+times both artifacts of a pair in one runner process in alternating blocks, and alternates
+which one loads first.
 
-    python benchmarks/gate_noise.py               # 455 s and ~600 s in two runs here (2 shared cores)
+    python benchmarks/gate_noise.py               # 303 s and 313 s in two runs here (2 shared cores)
     python benchmarks/gate_noise.py --runs 5      # a quick look
     python benchmarks/gate_noise.py --stored      # + stored mode on pipeline-like runs (info, ~2 min)
 """

@@ -6,11 +6,12 @@ burst of load), so pooling them as independent draws overstates significance. Ea
 reduced to one statistic (`--latency-stat`, default the minimum), and the tests run over
 those per-process statistics, on a log scale (latency effects are multiplicative).
 
-- **A/B** (`paired_test`): the reference artifact and the candidate's are measured in
-  alternating processes, round after round. d_i = log(cand_i / ref_i) per round; the ratio is
-  exp(mean d); a one-sided t-test over the rounds says whether it is significantly above 1.
-  A burst hits both processes of a round alike and cancels in d_i; one that hits only one
-  widens the spread of d, which lowers t: noise costs rounds, not false alarms.
+- **A/B** (`paired_test`): the reference artifact and the candidate's are measured round
+  after round, each round one runner process timing both in alternating ~5 ms blocks.
+  d_i = log(cand_i / ref_i) per round; the ratio is exp(mean d); a one-sided t-test over the
+  rounds says whether it is significantly above 1. A spell of load hits both artifacts'
+  blocks alike and cancels in d_i; what is left widens the spread of d, which lowers t: noise
+  costs rounds, not false alarms.
   `decided` is the stopping rule: a pair is measured until its interval of the ratio lies
   wholly below 1 + effect (no regression) or wholly above it, so a quiet machine decides in
   4 rounds and a noisy one spends more (at most `--max-rounds`).
