@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import re
 import statistics
@@ -41,11 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgebench import testing  # noqa: E402
 from edgebench.analyze import format_table  # noqa: E402
 from edgebench.analyze.baseline import Side, load_side  # noqa: E402
 from edgebench.analyze.check import run_gate  # noqa: E402
@@ -53,64 +51,15 @@ from edgebench.analyze.regressions import Check, GateOptions  # noqa: E402
 from edgebench.analyze.remeasure import ABOptions  # noqa: E402
 from edgebench.targets import load_profile  # noqa: E402
 
-SIDE, WIDTH, CLASSES = 32, 16, 10
 SLOW_LAYERS = 2  # ELU after this many convs: measured +21-24 % in-process, +25-32 % by the runner
 
 
-def build_cnn(path: Path, blocks: int, elu_layers: int = 0, seed: int = 0) -> dict:
-    """stem 3×3 conv 1→WIDTH, `blocks` × 3×3 conv WIDTH→WIDTH, each followed by ReLU (ELU for the
-    first `elu_layers`), global pool, linear. Returns params, MACs and size, counted here."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    nodes, inits, params, macs, x, c_in = [], [], 0, 0, "x", 1
-    for i in range(blocks + 1):
-        w = (rng.standard_normal((WIDTH, c_in, 3, 3)) * np.sqrt(2 / (9 * c_in))).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(WIDTH, np.float32), f"b{i}")]
-        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Elu" if i < elu_layers else "Relu", [f"c{i}"], [f"r{i}"])]
-        params += w.size + WIDTH
-        macs += SIDE * SIDE * WIDTH * c_in * 9
-        x, c_in = f"r{i}", WIDTH
-    fc = (rng.standard_normal((WIDTH, CLASSES)) * 0.3).astype(np.float32)
-    inits += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(CLASSES, np.float32), "fcb")]
-    nodes += [helper.make_node("GlobalAveragePool", [x], ["pool"]), helper.make_node("Flatten", ["pool"], ["flat"]),
-              helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"])]
-    graph = helper.make_graph(
-        nodes, f"cnn{blocks}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, SIDE, SIDE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return {"params": int(params + fc.size + CLASSES), "macs": int(macs + WIDTH * CLASSES),
-            "size_bytes": path.stat().st_size}
-
-
 def write_run(folder: Path, models: dict[str, tuple[int, int]]) -> Path:
-    """A run folder: manifest (run options, the local target profile, versions), eval.npz, and per
-    variant model.onnx, variant.json and an ok record (footprint; latency is re-measured)."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    np.savez(folder / "eval.npz", x=rng.standard_normal((16, 1, SIDE, SIDE)).astype(np.float32),
-             y=rng.integers(0, CLASSES, 16))
-    from edgebench.records import package_versions
-
-    manifest = {"run_id": folder.name, "versions": package_versions(), "experiment": {"run": {"threads": 1}},
-                "targets": [dataclasses.asdict(load_profile("local"))]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    with open(folder / "records.jsonl", "w") as f:
-        for name, (blocks, elu_layers) in models.items():
-            vdir = folder / "variants" / name
-            vdir.mkdir(parents=True)
-            facts = build_cnn(vdir / "model.onnx", blocks, elu_layers)
-            (vdir / "variant.json").write_text(json.dumps({"name": name, "artifacts": {"onnx": {"file": "model.onnx"}}}))
-            f.write(json.dumps({"variant": name, "target": "local", "runtime": "onnxruntime", "format": "onnx",
-                                "status": "ok", **facts}) + "\n")
-    return folder
+    """A run folder of {variant: (extra convs after the stem, how many of them are slow ELU ones)}."""
+    return testing.write_run(folder, {name: {"convs": blocks + 1, "slow": slow} for name, (blocks, slow) in
+                                      models.items()})
 
 
-# case: (candidate models {variant: (blocks, ELU layers)}, measure identical artifacts too, target)
 REFERENCE = {"baseline": (6, 0), "pruned": (4, 0)}
 CASES = {
     "(a) same model, whole gate": ({"baseline": (6, 0), "pruned": (4, 0)}, True, "<= 1/20"),

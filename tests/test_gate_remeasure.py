@@ -11,70 +11,17 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from edgebench import cli
+from edgebench import cli, testing
 from edgebench.targets import load_profile
-
-SIDE, WIDTH, CLASSES = 16, 8, 10
-
-
-def build_onnx(path: Path, blocks: int, activation: str = "Relu", seed: int = 0) -> dict:
-    """A small CNN written with onnx.helper: `blocks` 3x3 convs of WIDTH channels, each followed
-    by `activation` ("Relu" fuses into the conv; "Softplus" costs ~5x the whole model at the
-    same params and MACs), global pooling and a linear layer. Returns its footprint."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    nodes, inits, params, macs, x, c_in = [], [], 0, 0, "x", 1
-    for i in range(blocks):
-        w = (rng.standard_normal((WIDTH, c_in, 3, 3)) * 0.3).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(WIDTH, np.float32), f"b{i}")]
-        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node(activation, [f"c{i}"], [f"a{i}"])]
-        params += w.size + WIDTH
-        macs += SIDE * SIDE * WIDTH * c_in * 9
-        x, c_in = f"a{i}", WIDTH
-    fc = (rng.standard_normal((WIDTH, CLASSES)) * 0.3).astype(np.float32)
-    inits += [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(np.zeros(CLASSES, np.float32), "fcb")]
-    nodes += [helper.make_node("GlobalAveragePool", [x], ["pool"]), helper.make_node("Flatten", ["pool"], ["flat"]),
-              helper.make_node("Gemm", ["flat", "fc", "fcb"], ["logits"])]
-    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, SIDE, SIDE])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(path))
-    return {"params": int(params + fc.size + CLASSES), "macs": int(macs + WIDTH * CLASSES),
-            "size_bytes": path.stat().st_size}
 
 
 def write_run(folder: Path, models: dict[str, tuple[int, str]], targets: list[dict] | None = None) -> Path:
-    """A run folder as the pipeline leaves it: manifest (experiment, targets, versions), eval.npz,
-    variants/<name>/model.onnx + variant.json, and one ok record per variant on local/onnxruntime."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    np.savez(folder / "eval.npz", x=rng.standard_normal((8, 1, SIDE, SIDE)).astype(np.float32),
-             y=rng.integers(0, CLASSES, 8))
-    profile = dataclasses.asdict(load_profile("local"))
-    manifest = {"run_id": folder.name, "versions": {"onnx": "1.23.2", "onnxruntime": "1.32.0", "torch": "2.13.0"},
-                "experiment": {"run": {"threads": 1, "warmup": 5, "timeout_s": 60}},
-                "targets": targets if targets is not None else [profile]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    with open(folder / "records.jsonl", "w") as f:
-        for name, (blocks, activation) in models.items():
-            vdir = folder / "variants" / name
-            vdir.mkdir(parents=True)
-            facts = build_onnx(vdir / "model.onnx", blocks, activation)
-            (vdir / "variant.json").write_text(json.dumps(
-                {"name": name, "artifacts": {"onnx": {"file": "model.onnx", "size_bytes": facts["size_bytes"]}}}))
-            record = {"variant": name, "target": "local", "runtime": "onnxruntime", "format": "onnx", "status": "ok",
-                      **facts, "accuracy": 0.5, "n_eval": 8,
-                      "latency_ms": {"p50": 0.1, "min": 0.09, "n": 300},
-                      "latency_rounds": [{"n": 100, "p10": 0.095, "p25": 0.1, "p50": 0.1, "min": 0.09}] * 3,
-                      "machine": {"cpu": "Test CPU", "runtime_version": "1.32.0", "threads": 1}}
-            f.write(json.dumps(record) + "\n")
-    return folder
+    """A run folder of small CNNs: {variant: (convolutions, activation)}."""
+    return testing.write_run(folder, {name: {"convs": convs, "activation": activation, "width": 8}
+                                      for name, (convs, activation) in models.items()}, targets, side=16,
+                             versions={"onnx": "1.23.2", "onnxruntime": "1.32.0", "torch": "2.13.0"})
 
 
 MODELS = {"baseline": (4, "Relu"), "small": (2, "Relu")}
