@@ -4,12 +4,15 @@
     python benchmarks/demo_steps.py RUN_DIR         # or reads a finished run
 
 Prints one row per variant (steps, ONNX export, TFLite export, measuring on each runtime) and
-the totals; the demo's budget is 5 minutes on a 2-core machine.
+the totals; the demo's budget is 3 min 30 s on a 2-core machine. Training runs on 2 threads,
+which slows 15-35x when anything else loads a core (PLATFORM.md): the load average before and
+after is printed, and a wall time taken under load says little about the demo.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,8 +20,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+BUDGET_S = 210.0
+
 
 def main() -> int:
+    load_before = os.getloadavg()
     if len(sys.argv) > 1:
         run_dir, wall = Path(sys.argv[1]), None
     else:
@@ -53,7 +59,10 @@ def main() -> int:
         print("  ".join((c if isinstance(c, str) else f"{c:.1f}").rjust(w) for c, w in zip(r, widths)))
     print(f"\nbaseline training (or cache load): {manifest.get('baseline_s', 0):.1f} s")
     if wall is not None:
-        print(f"whole demo, wall clock: {wall:.1f} s (budget 300 s)")
+        print(f"whole demo, wall clock: {wall:.1f} s (budget {BUDGET_S:.0f} s)")
+        load_after = os.getloadavg()
+        print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min), "
+              f"{load_after[1]:.2f} (5 min): other work on the machine inflates the times above")
     return 0
 
 

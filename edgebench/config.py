@@ -130,21 +130,66 @@ class ModelConfig:
             require(Path(self.weights).expanduser().is_file(), f"weights = {self.weights!r}: file not found")
 
 
+BUILTIN_SOURCES = ("digits", "cluttered-digits")
+NORMALIZE_KINDS = ("none", "standardize")
+
+
 @dataclass(frozen=True)
 class DataConfig:
+    """`[data]`: where the data comes from and the preprocessing the model expects.
+
+        >>> DataConfig(source="cluttered-digits", normalize="standardize").normalize
+        'standardize'
+        >>> DataConfig(image_range=(-1.0, 1.0), normalize={"mean": [0.0], "std": [0.5]}).image_range
+        (-1.0, 1.0)
+
+    Nothing is applied to the inputs unless declared here (DESIGN: the user's preprocessing
+    is never changed unasked): `normalize = "none"` by default.
+    """
+
     source: str = "digits"
     image_size: int | None = None
     grayscale: bool = True
     test_fraction: float = 0.2
     calibration_size: int = 128
+    # "none" | "standardize" (the training split's per-channel mean/std) | {mean = [..], std = [..]}
+    normalize: str | dict = "none"
+    # Pixels 0..255 (0..16 for "digits") are mapped linearly onto [low, high]; default [0, 1].
+    # Image folders and built-in sets only: a .npz's arrays are used as they are.
+    image_range: tuple[float, ...] | None = None
 
     def __post_init__(self):
         require(0 < self.test_fraction < 1, f"test_fraction = {self.test_fraction}: must be between 0 and 1")
         require(self.calibration_size > 0, "calibration_size must be positive")
         require(self.image_size is None or self.image_size >= 4, "image_size must be at least 4")
-        if self.source != "digits":
+        if self.source not in BUILTIN_SOURCES:
             require(Path(self.source).expanduser().exists(),
-                    f"source = {self.source!r}: no such file or folder (use \"digits\", a .npz file or an image folder)")
+                    f"source = {self.source!r}: no such file or folder "
+                    f"(use {' or '.join(repr(s) for s in BUILTIN_SOURCES)}, a .npz file or an image folder)")
+        _check_normalize(self.normalize)
+        if self.image_range is not None:
+            require(len(self.image_range) == 2 and self.image_range[0] < self.image_range[1],
+                    f"image_range = {list(self.image_range)}: needs [low, high] with low < high, e.g. [0.0, 1.0]")
+            require(not str(self.source).endswith(".npz"),
+                    "image_range applies to image folders and built-in sets; a .npz's arrays are used as they are "
+                    "(scale them before saving, or use normalize)")
+
+
+def _check_normalize(value: str | dict) -> None:
+    if isinstance(value, str):
+        choice(value, NORMALIZE_KINDS, "normalize")
+        return
+    for key in value:
+        require(key in ("mean", "std"), f"normalize: unknown key {key!r}{did_you_mean(key, ['mean', 'std'])}")
+    for key in ("mean", "std"):
+        values = value.get(key)
+        require(values is not None, 'normalize: a table needs both mean and std, e.g. { mean = [0.5], std = [0.25] }')
+        require(isinstance(values, (list, tuple)) and len(values) > 0
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
+                f"normalize.{key} = {values!r}: expected a list of numbers, one per channel")
+    require(len(value["mean"]) == len(value["std"]),
+            f"normalize: mean has {len(value['mean'])} values, std has {len(value['std'])}")
+    require(all(v > 0 for v in value["std"]), f"normalize.std = {list(value['std'])}: every value must be > 0")
 
 
 @dataclass(frozen=True)
@@ -300,9 +345,9 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
     path = Path(path) if path else DEMO_PATH
     raw = read_toml(path, "experiment file")
     # Relative paths in a file are relative to that file, not to the working directory.
-    for section, key, keep in (("model", "weights", None), ("data", "source", "digits")):
+    for section, key, keep in (("model", "weights", ()), ("data", "source", BUILTIN_SOURCES)):
         table = raw.get(section)
-        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key] != keep:
+        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key] not in keep:
             p = Path(table[key]).expanduser()
             table[key] = str(p if p.is_absolute() else path.parent / p)
     return parse_experiment(raw, str(path))

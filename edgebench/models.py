@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 
 import torch
@@ -200,13 +202,33 @@ def resolve_factory(name: str) -> Callable[..., nn.Module]:
         )
     module_name, fn_name = name.split(":", 1)
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name)
     except ImportError as exc:
-        raise ConfigError(f"model factory {name!r}: cannot import {module_name!r} ({exc})") from None
+        raise ConfigError(
+            f"model factory {name!r}: cannot import {module_name!r} ({exc}); edgebench imports it like Python "
+            "does: from the working directory, an installed package, or a folder on PYTHONPATH"
+        ) from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ConfigError(f"model factory {name!r}: {module_name} has no callable {fn_name!r}")
     return fn
+
+
+def _import(module_name: str):
+    """Import a user's module; the working directory counts, as with `python -m`.
+
+    The `edgebench` console script's sys.path starts with its own bin folder, not the working
+    directory, so `factory = "mynet:build"` beside the experiment would not be found otherwise.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        cwd = os.getcwd()
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module_name)
 
 
 def create_model(name: str, num_classes: int, in_channels: int, **kwargs) -> nn.Module:
@@ -226,22 +248,80 @@ def create_model(name: str, num_classes: int, in_channels: int, **kwargs) -> nn.
     return model
 
 
-def load_weights(model: nn.Module, path: str) -> nn.Module:
-    """Load a state dict (or a whole pickled module's state) into `model`."""
+# The keys under which common training scripts keep the state dict inside a checkpoint.
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict")
+SAVE_HINT = "save a plain state dict: torch.save(model.state_dict(), PATH)"
+
+
+def read_state_dict(path: str) -> dict:
+    """The state dict in a weights file, read with `torch.load(weights_only=True)`.
+
+    Never unpickles code: a file that would import anything but tensors and plain containers
+    (a pickled module, an arbitrary object) is refused with a ConfigError saying how to save
+    a plain state dict. Accepted: a state dict, or a checkpoint dict holding one under
+    "state_dict" or "model_state_dict"; a "module." prefix (DataParallel) is dropped.
+
+        >>> torch.save(model.state_dict(), "model.pt")
+        >>> state = read_state_dict("model.pt")
+    """
+    import pickle
+    import re
+    import warnings
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights only load failed" not in text.lower():
+            raise ConfigError(f"weights {path}: cannot be read by torch.load ({_first_line(text)}); {SAVE_HINT}") from None
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            # e.g. posix.system for a file that would run a shell command, or
+            # torch.nn.modules.linear.Linear for torch.save(model) of a whole module.
+            raise ConfigError(
+                f"weights {path}: refused: loading it would import {found.group(1)}, and edgebench loads only "
+                f"tensors (torch.load weights_only=True), so a weights file cannot run code; {SAVE_HINT}"
+            ) from None
+        raise ConfigError(
+            f"weights {path}: cannot be read by torch.load as plain tensors (not a torch.save file of "
+            f"a state dict, or a pickle it does not read safely); {SAVE_HINT}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ConfigError(f"weights {path}: cannot be read by torch.load ({exc})") from None
-    if isinstance(state, nn.Module):
-        state = state.state_dict()
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+        raise ConfigError(f"weights {path}: cannot be read by torch.load ({_first_line(str(exc))}); {SAVE_HINT}") from None
+    if isinstance(state, dict):
+        for key in CHECKPOINT_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        what = type(state).__name__ if not isinstance(state, dict) else f"a dict with keys {sorted(map(str, state))[:5]}"
+        raise ConfigError(
+            f"weights {path}: holds {what}, not a state dict of tensors "
+            f"(nor a checkpoint with one under {' or '.join(CHECKPOINT_KEYS)}); {SAVE_HINT}"
+        )
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, path: str) -> nn.Module:
+    """Load the state dict in `path` (see `read_state_dict`) into `model`; return it.
+
+        >>> model = load_weights(create_model("demo_cnn", 10, 1), "model.pt")
+    """
+    state = read_state_dict(path)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()
-        raise ConfigError(f"weights {path} do not fit the model: {first[0] if first else exc}") from None
+        raise ConfigError(f"weights {path} do not fit the model: {_first_line(str(exc))}") from None
     return model
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else text
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +64,58 @@ def test_weights_that_do_not_fit_are_a_clear_error(tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="cannot be read by torch.load"):
         load_weights(create_model("demo_cnn", 10, 1), str(tmp_path / "junk.pt"))
+
+
+@pytest.mark.parametrize("shape", ["state dict", "state_dict", "model_state_dict", "DataParallel"])
+def test_the_usual_checkpoint_shapes_load(shape, tmp_path):
+    torch.manual_seed(3)
+    trained = create_model("demo_cnn", 10, 1, width=0.5)
+    state = trained.state_dict()
+    saved = {
+        "state dict": state,
+        "state_dict": {"state_dict": state, "epoch": 7},
+        "model_state_dict": {"model_state_dict": state, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+        "DataParallel": {f"module.{k}": v for k, v in state.items()},
+    }[shape]
+    torch.save(saved, tmp_path / "w.pt")
+    model = load_weights(create_model("demo_cnn", 10, 1, width=0.5), str(tmp_path / "w.pt"))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_weights_are_read_as_tensors_only(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save(_RunsCode(marker), tmp_path / "code.pt")
+    with pytest.raises(ConfigError, match=r"refused: loading it would import posix\.system.*torch\.save\(model\.state_dict\(\)"):
+        load_weights(create_model("demo_cnn", 10, 1), str(tmp_path / "code.pt"))
+    assert not marker.exists()
+    # A whole pickled module is refused the same way: it names the class it would import.
+    torch.save(create_model("demo_cnn", 10, 1), tmp_path / "module.pt")
+    with pytest.raises(ConfigError, match="refused: loading it would import edgebench.models.DemoCNN"):
+        load_weights(create_model("demo_cnn", 10, 1), str(tmp_path / "module.pt"))
+    torch.save({"epoch": 3}, tmp_path / "no-weights.pt")
+    with pytest.raises(ConfigError, match="not a state dict of tensors"):
+        load_weights(create_model("demo_cnn", 10, 1), str(tmp_path / "no-weights.pt"))
+
+
+def test_a_factory_module_in_the_working_directory_is_found(tmp_path, monkeypatch):
+    # The `edgebench` console script does not put the working directory on sys.path.
+    (tmp_path / "cwdnet.py").write_text(
+        "import torch\ndef build(num_classes):\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert isinstance(create_model("cwdnet:build", 10, 1), torch.nn.Module)
+    with pytest.raises(ConfigError, match="cannot import 'nonet'.*PYTHONPATH"):
+        create_model("nonet:build", 10, 1)
 
 
 def test_an_export_that_does_not_match_torch_is_an_error(tmp_path):
