@@ -56,49 +56,54 @@ def load_run_data(exp: Experiment, log):
     log(f"data: {exp.data.source} (image_size {exp.data.image_size})")
     data = load_data(exp.data, seed=exp.seed)
     log(f"data: {len(data.x_train)} train, {len(data.x_calib)} calibration, {len(data.x_test)} test, "
-        f"{data.num_classes} classes, input {data.input_shape}")
+        f"{data.num_classes} classes, input {data.input_shape}, normalize {data.normalize}")
     return data
-
-
-def data_facts(exp: Experiment, data) -> dict:
-    """What the manifest says of the data: sizes, classes and the preprocessing really applied
-    (a deployer must feed the model the same way)."""
-    def plain(value):
-        return value.tolist() if isinstance(value, np.ndarray) else value
-
-    return {"source": exp.data.source, "n_train": len(data.x_train), "n_calibration": len(data.x_calib),
-            "n_test": len(data.x_test), "num_classes": data.num_classes, "input_shape": list(data.input_shape),
-            "classes": list(data.classes), "normalize": plain(getattr(exp.data, "normalize", None)),
-            "mean": plain(getattr(data, "mean", None)), "std": plain(getattr(data, "std", None))}
 
 
 def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], log) -> list[BuiltVariant]:
     """Train (or load) the baseline and build every variant, reusing what a resumed run has."""
     from edgebench.config import Variant
-    from edgebench.train import train_baseline
+    from edgebench.export_worker import TfliteWorker
 
     data.save_eval(run_dir / "eval.npz")
+    variants = (Variant("baseline"), *exp.variants)
+    existing = {v.name: load_variant(run_dir, v.name) for v in variants}
+    # TFLite exports overlap the next variant's compression in a second process; every one has
+    # finished (and the worker stopped) before this returns, so nothing overlaps measuring.
+    worker = TfliteWorker.start() if "tflite" in formats and None in existing.values() else None
     baseline = None
-    built = []
-    for variant in (Variant("baseline"), *exp.variants):
-        existing = load_variant(run_dir, variant.name)
-        if existing is not None:
-            log(f"{variant.name}: already built in this run")
-            built.append(existing)
-            continue
-        if baseline is None:
-            started = time.perf_counter()
-            try:
-                baseline = train_baseline(exp, data, log=log)
-            except EdgebenchError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the user's model or data: one clear line
-                raise EdgebenchError(f"baseline: {exp.model.factory} failed to train or load: "
-                                     f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
-            update_manifest(run_dir, baseline_s=round(time.perf_counter() - started, 2))
-        log(f"variant {len(built) + 1}/{len(exp.variants) + 1}: {variant.name}")
-        built.append(build_variant(exp, variant, baseline, data, run_dir, formats, log))
-    return built
+    built: list[BuiltVariant] = []
+    try:
+        for variant in variants:
+            if existing[variant.name] is not None:
+                log(f"{variant.name}: already built in this run")
+                built.append(existing[variant.name])
+                continue
+            if baseline is None:
+                baseline = _baseline(exp, data, run_dir, log)
+            log(f"variant {len(built) + 1}/{len(variants)}: {variant.name}")
+            built.append(build_variant(exp, variant, baseline, data, run_dir, formats, log, worker))
+        return [variant.finish(log) for variant in built]
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _baseline(exp: Experiment, data, run_dir: Path, log):
+    """The trained (or loaded) baseline model; a model that fails here is one clear error."""
+    from edgebench.train import train_baseline
+
+    started = time.perf_counter()
+    try:
+        baseline = train_baseline(exp, data, log=log)
+    except EdgebenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's model or data: one clear line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise EdgebenchError(f"baseline: {exp.model.factory} failed to train or load: "
+                             f"{type(exc).__name__}: {first}") from exc
+    update_manifest(run_dir, baseline_s=round(time.perf_counter() - started, 2))
+    return baseline
 
 
 def _fidelity(logits: np.ndarray, base: np.ndarray | None) -> tuple[float | None, float | None]:
@@ -317,7 +322,7 @@ def run_experiment(
     log(f"run {run_id}: {run_dir}")
     with _removed_if_nothing_measured(run_dir, keep=resume is not None):
         write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles],
-                       data=data_facts(exp, data))
+                       data=data.describe())
         formats = {FORMAT_OF[r] for r in exp.run.runtimes}
         variants = make_all_variants(exp, data, run_dir, formats, log)
         measure_all(exp, profiles, variants, run_dir, run_id, log)
@@ -375,6 +380,6 @@ def compress_only(exp: Experiment, out: Path | None = None, log=print) -> Path:
     data = load_run_data(exp, log)
     run_dir, run_id, exp = prepare_run_dir(exp, out, None)
     with _removed_if_nothing_measured(run_dir, keep=False):
-        write_manifest(run_dir, run_id, exp.to_dict(), command="compress", data=data_facts(exp, data))
+        write_manifest(run_dir, run_id, exp.to_dict(), command="compress", data=data.describe())
         make_all_variants(exp, data, run_dir, {FORMAT_OF[r] for r in exp.run.runtimes}, log)
     return run_dir

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,20 @@ class BuiltVariant:
     name: str
     dir: Path
     info: dict = field(default_factory=dict)  # the content of variant.json
+    pending: Any = None  # a TFLite export still running in the worker (export_worker.Job)
+
+    def finish(self, log) -> BuiltVariant:
+        """Wait for an export still running in the background; then write variant.json."""
+        if self.pending is not None:
+            self.info["artifacts"]["tflite"], seconds = self.pending.result(log, self.name)
+            # The export's own time; it overlapped the next variants' compression.
+            self.info["timings_s"]["tflite"] = round(seconds, 2)
+            self.info["timings_s"]["tflite_in_background"] = True
+            if not self.info["artifacts"]["tflite"].get("error"):
+                _inspect_precision(self.info, "tflite", self.dir / "model.tflite", log)
+            self.pending = None
+            _write_info(self.dir, self.info)
+        return self
 
     @property
     def error(self) -> str | None:
@@ -88,8 +103,13 @@ def _quantize_options(variant: Variant) -> dict:
     return {}
 
 
-def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Path, formats: set[str], log) -> BuiltVariant:
-    """Apply the steps to a copy of the baseline, export it, write variant.json."""
+def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Path, formats: set[str], log,
+                  worker=None) -> BuiltVariant:
+    """Apply the steps to a copy of the baseline, export it, write variant.json.
+
+    With a `worker` (export_worker.TfliteWorker) the TFLite export runs there while the caller
+    goes on; the variant is complete, and its variant.json written, after `finish()`.
+    """
     from edgebench.compress import StepContext
     from edgebench.export import artifact_sizes, export_onnx, onnx_costs, quantize_onnx, verify_onnx
     from edgebench.models import count_params
@@ -147,6 +167,11 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
         float_onnx.unlink(missing_ok=True)
     info["timings_s"]["onnx"] = round(time.perf_counter() - t0, 2)
 
+    if "tflite" in formats and worker is not None:
+        per_channel = _quantize_options(variant).get("per_channel", False)
+        job = worker.submit(model, data, vdir / "model.tflite", scheme, per_channel)
+        if job is not None:
+            return BuiltVariant(variant.name, vdir, info, pending=job)
     if "tflite" in formats:
         t0 = time.perf_counter()
         info["artifacts"]["tflite"] = _export_tflite(
