@@ -226,8 +226,10 @@ class RunConfig:
 
     def __post_init__(self):
         require(self.rounds >= 1, "rounds must be >= 1")
+        from edgebench.runtimes import RUNTIMES  # light: declarations only
+
         for r in self.runtimes:
-            choice(r, ("onnxruntime", "tflite"), "runtimes")
+            choice(r, tuple(RUNTIMES.names()), "runtimes")
         require(self.threads >= 1, "threads must be >= 1")
         require(self.min_runs >= 1, "min_runs must be >= 1")
         require(self.timeout_s > 0, "timeout_s must be positive")

@@ -4,7 +4,7 @@ No power meter is attached to these machines, so energy is an **estimate** unles
 counter was read. Three models, in order of preference for the primary `value`:
 
 1. RAPL, the package energy counters, read by the runner around its timed loop alone (one
-   reader, `edgebench.runner.read_rapl_uj`: package domains only, one wrap undone), where the
+   reader, `edgebench.device.runner_facts.read_rapl_uj`: package domains only, one wrap undone), where the
    machine has them (Intel/AMD x86 Linux with powercap; not these VMs, not a Raspberry Pi).
 2. Time × the target profile's power (`[power]`), by its `scope`:
    - "core": `active_w` is one busy core's power: E = CPU time per inference × active_w (CPU
@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgebench import runner
+from edgebench.device import runner_facts as runner
 
 # Horowitz, ISSCC 2014, 45 nm, 0.9 V: energy per operation in pJ.
 HOROWITZ_PJ: dict[str, dict[str, float]] = {

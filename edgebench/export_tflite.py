@@ -259,13 +259,14 @@ def verify_tflite(path: Path, model: torch.nn.Module, inputs: np.ndarray) -> dic
     """
     import torch
 
-    from edgebench.runner import TfliteModel, Unavailable, predict_all
+    from edgebench.device import rt_tflite
+    from edgebench.device.runner import predict_all
 
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     try:
-        tflite = TfliteModel(str(path), threads=1)
-    except Unavailable as exc:
-        raise ExportError(f"unavailable: {exc}") from exc
+        tflite = rt_tflite.Model(str(path), threads=1)
+    except ImportError as exc:
+        raise ExportError(f"unavailable: ai-edge-litert is not installed ({rt_tflite.INSTALL_HINT})") from exc
     got = predict_all(tflite, inputs)
     reference = copy.deepcopy(model).eval()
     with torch.no_grad():

@@ -30,8 +30,10 @@ from edgebench.records import (
     update_manifest,
     write_manifest,
 )
+from edgebench.runtimes import format_of
+from edgebench.runtimes import runtime as runtime_of
 from edgebench.targets import RunOptions, TargetProfile, load_targets, open_target
-from edgebench.variants import FORMAT_OF, BuiltVariant, build_variant, load_variant
+from edgebench.variants import BuiltVariant, build_variant, load_variant
 
 
 def prepare_run_dir(exp: Experiment, out: Path | None, resume: Path | None) -> tuple[Path, str, Experiment]:
@@ -120,7 +122,7 @@ def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: 
     Yields (variant, merged runner result) as each variant's last round finishes. A variant
     that fails in a round is not measured again; a variant with no artifact yields its reason.
     """
-    fmt = FORMAT_OF[runtime]
+    fmt = format_of(runtime)
     results: dict[str, list[dict]] = {v.name: [] for v in variants}
     for index in range(options.rounds):
         last = index == options.rounds - 1
@@ -212,7 +214,7 @@ def make_measured_record(
     """
     from edgebench.accuracy import mcnemar_p, wilson_interval
 
-    fmt = FORMAT_OF[runtime]
+    fmt = format_of(runtime)
     record = make_record(run_id=run_id, variant=variant.name, target=profile.name, runtime=runtime,
                          emulated=profile.emulated, **variant.static_fields(fmt))  # fmt: skip
     machine = dict(result.get("machine") or {})
@@ -252,6 +254,10 @@ def make_measured_record(
     for note in ("memory_note", "peak_rss_note"):
         if result.get(note):
             record[note] = result[note]
+    if runtime_of(runtime).precision_from == "runner":
+        # What the runtime compiled on this device, read back by the runner: not the graph's.
+        record.update({k: None for k in ("compute_precision", "precision_note", "precision_ops", "precision_source")})
+        record.update(result.get("executed") or {"precision_note": "the runner read back no precision"})
     record["energy_mj"] = _energy(record, profile)
     return record
 
@@ -323,7 +329,7 @@ def run_experiment(
     with _removed_if_nothing_measured(run_dir, keep=resume is not None):
         write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles],
                        data=data.describe())
-        formats = {FORMAT_OF[r] for r in exp.run.runtimes}
+        formats = {format_of(r) for r in exp.run.runtimes}
         variants = make_all_variants(exp, data, run_dir, formats, log)
         measure_all(exp, profiles, variants, run_dir, run_id, log)
     update_manifest(run_dir, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
@@ -381,5 +387,5 @@ def compress_only(exp: Experiment, out: Path | None = None, log=print) -> Path:
     run_dir, run_id, exp = prepare_run_dir(exp, out, None)
     with _removed_if_nothing_measured(run_dir, keep=False):
         write_manifest(run_dir, run_id, exp.to_dict(), command="compress", data=data.describe())
-        make_all_variants(exp, data, run_dir, {FORMAT_OF[r] for r in exp.run.runtimes}, log)
+        make_all_variants(exp, data, run_dir, {format_of(r) for r in exp.run.runtimes}, log)
     return run_dir

@@ -176,7 +176,7 @@ def git_state(start: Path | None = None) -> dict:
 
 # The packages whose versions decide what an artifact looks like (exporters, quantizers) and
 # how fast it runs here (runtimes): a gate comparing runs made with different ones says so.
-VERSIONED_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "litert-torch", "ai-edge-litert",
+VERSIONED_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "openvino", "litert-torch", "ai-edge-litert",
                       "torchao", "numpy")
 
 
@@ -194,7 +194,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def host_facts() -> dict:
-    from edgebench.runner import machine_facts
+    from edgebench.device.runner_facts import machine_facts
 
     facts = machine_facts()
     facts["node"] = platform.node()

@@ -23,7 +23,6 @@ from edgebench.precision import inspect_artifact, took
 # What `static_fields` copies from an artifact's inspection into every record.
 PRECISION_FIELDS = ("compute_precision", "weight_precision", "precision_note", "precision_ops", "precision_source")
 
-FORMAT_OF = {"onnxruntime": "onnx", "tflite": "tflite"}
 PRECISION_OF = {"fp32": "fp32", "fp16": "fp16", "int8_dynamic": "int8", "int8_static": "int8"}
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 TFLITE_FP32_TOLERANCE = 1e-4

@@ -26,7 +26,7 @@ def test_demo_loads_with_variants():
         ({"train": {"epoch": 3}}, "unknown key 'epoch' (did you mean \"epochs\"?)"),
         ({"train": {"epochs": "ten"}}, "experiment.train.epochs: expected int, got 'ten'"),
         ({"train": {"lr": -1}}, "lr must be positive"),
-        ({"run": {"runtimes": ["onnx"]}}, "runtimes = 'onnx' is not one of onnxruntime, tflite"),
+        ({"run": {"runtimes": ["onnx"]}}, "runtimes = 'onnx' is not one of onnxruntime, openvino, tflite"),
         ({"data": {"source": "/no/such/file.npz"}}, "no such file or folder"),
         ({"model": {"weights": "/no/such/model.pt"}}, "weights = '/no/such/model.pt': file not found"),
         ({"variant": [{"name": "x", "steps": [{"method": "quantise"}]}]}, "unknown method 'quantise' (did you mean \"quantize\"?)"),

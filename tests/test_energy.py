@@ -82,7 +82,7 @@ def test_nothing_to_estimate_from():
 
 def test_rapl_absent_here_or_readable(tmp_path, monkeypatch):
     """One reader for the runner and the host (the runner's): packages only, a wrap undone."""
-    from edgebench import runner
+    from edgebench.device import runner_facts
 
     reading = energy.read_rapl_uj()
     assert energy.rapl_available() == (reading is not None)
@@ -91,22 +91,22 @@ def test_rapl_absent_here_or_readable(tmp_path, monkeypatch):
         (tmp_path / name).mkdir()
         (tmp_path / name / "energy_uj").write_text(f"{value}\n")
         (tmp_path / name / "max_energy_range_uj").write_text("10000\n")
-    monkeypatch.setattr(runner, "RAPL_GLOB", str(tmp_path / "intel-rapl:*/energy_uj"))
+    monkeypatch.setattr(runner_facts, "RAPL_GLOB", str(tmp_path / "intel-rapl:*/energy_uj"))
     assert energy.read_rapl_uj() == 1500 and energy.rapl_available()
     assert energy.rapl_mj_between(1000, 3000, 2) == pytest.approx(1.0)
     assert energy.rapl_mj_between(19_000, 1000, 1) == pytest.approx(2.0)  # wrapped at 20,000
     assert energy.rapl_mj_between(None, 1000, 1) is None
-    assert runner.rapl_delta_uj(19_000, 1000) == 2000
+    assert runner_facts.rapl_delta_uj(19_000, 1000) == 2000
 
 
 def test_the_runner_reads_rapl_around_the_timed_loop_only(tmp_path, monkeypatch):
     """Warm-up calls must not count: the energy is that of the timed samples the record divides by."""
-    from edgebench import runner
+    from edgebench.device import runner, runner_facts
 
     counter = tmp_path / "intel-rapl:0"
     counter.mkdir()
     (counter / "energy_uj").write_text("0")
-    monkeypatch.setattr(runner, "RAPL_GLOB", str(tmp_path / "intel-rapl:*/energy_uj"))
+    monkeypatch.setattr(runner_facts, "RAPL_GLOB", str(tmp_path / "intel-rapl:*/energy_uj"))
     calls = []
 
     def call():  # every call adds 10 µJ to the fake package counter

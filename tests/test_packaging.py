@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from edgebench.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -240,7 +240,8 @@ def tflite_files(data, tmp_path_factory) -> dict[tuple[str, str], Path]:
 
 
 def tflite_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    from edgebench.runner import TfliteModel, predict_all
+    from edgebench.device.rt_tflite import Model as TfliteModel
+    from edgebench.device.runner import predict_all
 
     return predict_all(TfliteModel(str(path), threads=1), x)
 

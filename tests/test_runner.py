@@ -76,7 +76,7 @@ def test_missing_model_file_is_an_error_document(tiny_onnx, tmp_path):
 def test_missing_runtime_says_unavailable_and_how_to_install(tiny_onnx, tmp_path):
     model, data = tiny_onnx
     # A Python in which onnxruntime cannot be imported, as on a device without it.
-    code = (f"import sys, runpy; sys.modules['onnxruntime'] = None; "
+    code = (f"import sys, runpy; sys.modules['onnxruntime'] = None; sys.path.insert(0, {str(RUNNER_PATH.parent)!r}); "
             f"sys.argv = ['runner', '--model', {str(model)!r}, '--data', {str(data)!r}, '--runtime', 'onnxruntime']; "
             f"runpy.run_path({str(RUNNER_PATH)!r}, run_name='__main__')")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -93,14 +93,19 @@ def test_timeout_becomes_an_error(tiny_onnx):
 
 
 def test_runner_imports_only_stdlib_numpy_and_runtimes():
-    tree = ast.parse(RUNNER_PATH.read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert imported - STDLIB - {"__future__"} <= {"numpy", "onnxruntime", "ai_edge_litert"}
+    """Every file staged on a device: the runner, its helpers, each adapter (its own runtime)."""
+    from edgebench.runtimes import RUNTIMES
+
+    siblings = {p.stem for p in RUNNER_PATH.parent.glob("*.py")}
+    allowed = {"numpy", "__future__", *siblings} | {rt.module.split(".")[0] for _, rt in RUNTIMES.items()}
+    for path in RUNNER_PATH.parent.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+        assert imported - STDLIB <= allowed, path.name
 
 
 def test_memory_is_read_per_phase_and_the_accuracy_pass_is_not_the_footprint(tmp_path, tiny_onnx):
@@ -144,7 +149,7 @@ def test_the_runner_waits_until_the_device_is_cool(tmp_path, monkeypatch):
     thread cools it down."""
     import threading
 
-    from edgebench import runner
+    from edgebench.device import runner_facts as runner
 
     zone = tmp_path / "thermal_zone0"
     zone.mkdir()

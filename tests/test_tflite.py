@@ -18,7 +18,7 @@ pytest.importorskip("ai_edge_litert")
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-from edgebench import runner  # noqa: E402
+from edgebench.device import rt_tflite, runner  # noqa: E402
 from edgebench.errors import ExportError  # noqa: E402
 from edgebench.export_tflite import SCHEMES, export_tflite, verify_tflite  # noqa: E402
 
@@ -168,7 +168,7 @@ def test_int8_dynamic_is_smaller_with_float_io(trained):
 
 def test_int8_static_has_int8_io_and_agrees(trained):
     path = trained["files"]["int8_static"]
-    model = runner.TfliteModel(str(path), threads=1)
+    model = rt_tflite.Model(str(path), threads=1)
     assert model.input["dtype"] == np.int8 and model.output["dtype"] == np.int8
     # Every op runs on int8 (strict export lets PT2E annotate the residual add and pool).
     assert "float32" not in tensor_dtypes(path)

@@ -40,7 +40,6 @@ if typing.TYPE_CHECKING:
     from edgebench.targets import RunOptions, Target, TargetProfile, TargetStatus
 
 Key = tuple[str, str, str]
-FORMATS = {"onnxruntime": "onnx", "tflite": "tflite"}  # the record's "format" when it has none
 # Each runner process times each artifact for `seconds` and at least MIN_RUNS runs (a slow
 # model). Measured here (2-core VM, a 0.4 ms CNN, runner start-up ~0.3 s): the per-process
 # minimum's round-to-round sd was 1.9 % with 0.1 s of timing and 1.4 % with 0.2 s, for +20 %
@@ -205,7 +204,7 @@ def plan_ab(reference: Side, candidate: Side, ab: ABOptions, refuse: str | None 
     status_cache: dict[str, TargetStatus | str] = {}
     for key in keys:
         variant, target, runtime = key
-        fmt = str(candidate.by_key()[key].get("format") or FORMATS.get(runtime, runtime))
+        fmt = str(candidate.by_key()[key].get("format") or _format_of(runtime))
         ref_art = artifact(reference.run_dir, variant, fmt)
         cand_art = artifact(candidate.run_dir, variant, fmt)
         if ref_art and cand_art and not ab.measure_identical:
@@ -360,3 +359,10 @@ def describe(plan: Plan, stored_why: dict[Key, str], total: int) -> str:
     if stored:
         parts.append(f"{len(stored)} on stored samples ({why})")
     return "mode: A/B — " + "; ".join(parts) + tail
+
+
+def _format_of(runtime: str) -> str:
+    """The record's "format" when it has none: its runtime's (a runtime unknown here: its name)."""
+    from edgebench.runtimes import RUNTIMES
+
+    return RUNTIMES.get(runtime).format if runtime in RUNTIMES else runtime

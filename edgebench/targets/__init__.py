@@ -3,7 +3,7 @@
 A target profile (a `.toml` file) says how to reach a device and what it has. The built-in
 ones ship inside the package (`edgebench/profiles/`); a user's own live in `./targets/` or are
 given by path. Every
-target runs the same runner (`edgebench/runner.py`) and returns its JSON document as a dict;
+target runs the same runner (`edgebench/device/runner.py`) and returns its JSON document as a dict;
 targets differ only in how files travel and how the runner is started.
 
     >>> target = open_target(load_profile("local"))
@@ -22,7 +22,7 @@ from typing import Protocol
 from edgebench.config import build, choice, read_toml, require
 from edgebench.errors import ConfigError, did_you_mean
 
-RUNNER_PATH = Path(__file__).resolve().parent.parent / "runner.py"
+RUNNER_PATH = Path(__file__).resolve().parent.parent / "device" / "runner.py"
 # Profiles shipped with edgebench are package data, found the same way from a checkout, an
 # editable install and a wheel; a user's own profiles may sit in ./targets/ of the working
 # directory, or be given as file paths.

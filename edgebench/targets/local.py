@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgebench.runtimes import runtime as runtime_of
 from edgebench.targets import (
     RUNNER_PATH,
     RunOptions,
@@ -97,7 +98,7 @@ class LocalTarget:
         for runtime in self.profile.runtimes:
             status.runtimes[runtime] = runtime_version(runtime)
             if status.runtimes[runtime] is None:
-                hint = "pip install onnxruntime" if runtime == "onnxruntime" else "pip install 'edgebench[tflite]'"
+                hint = runtime_of(runtime).install_hint
                 status.problems.append(f"{runtime} is not installed: {hint}")
         return status
 
@@ -106,10 +107,4 @@ class LocalTarget:
 
 
 def runtime_version(runtime: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    dist = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert"}[runtime]
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
+    return runtime_of(runtime).host_version()

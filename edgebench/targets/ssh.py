@@ -32,6 +32,7 @@ import time
 import weakref
 from pathlib import Path
 
+from edgebench.runtimes import RUNTIMES
 from edgebench.targets import (
     RUNNER_PATH,
     RunOptions,
@@ -42,8 +43,8 @@ from edgebench.targets import (
 
 CONTROL_PERSIST_S = 120  # the master outlives a crashed edgebench by this much, then exits
 KILL_GRACE_S = 5  # remote `timeout -k`: SIGKILL this long after SIGTERM
-PACKAGES = {"onnxruntime": "onnxruntime", "tflite": "ai-edge-litert", "numpy": "numpy"}
-MODULES = {"numpy": "numpy", "onnxruntime": "onnxruntime", "tflite": "ai_edge_litert.interpreter"}
+PACKAGES = {"numpy": "numpy", **{name: rt.device_requirement for name, rt in RUNTIMES.items()}}
+MODULES = {"numpy": "numpy", **{name: rt.module for name, rt in RUNTIMES.items()}}
 VENV_HINT = "Raspberry Pi OS refuses system-wide pip: use a venv, see targets/rpi/README.md"
 
 # Run on the device by check(): which runtimes import, their versions, and machine facts.

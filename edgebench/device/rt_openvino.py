@@ -1,0 +1,109 @@
+"""Runner adapter for OpenVINO (CPU plugin), reading an .onnx directly. Staged beside runner.py
+on a device: imports only the standard library, numpy and openvino.
+
+OpenVINO chooses kernels per device, so the precision that ran is read back from the compiled
+model (each node's `runtimePrecision` and `primitiveType`, e.g. `brgconv_avx2_f32`, `acl_f16`)
+and reported by `executed()`. Options: `inference_precision` ("f32", "f16", "bf16") sets
+INFERENCE_PRECISION_HINT; unset, OpenVINO's default for the device applies (f16 on ARMv8.2).
+"""
+
+from __future__ import annotations
+
+import platform
+import struct
+
+INSTALL_HINT = "pip install openvino (on aarch64: openvino==2026.4.1, a manylinux_2_35 wheel)"
+COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul",
+                  "FullyConnectedCompressed", "GemmAcl")
+PRECISIONS = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8"}
+AT_HWCAP = 16
+HWCAP_ASIMDDP = 1 << 20  # aarch64: the ARMv8.2 dot-product instructions
+
+
+def import_runtime():
+    import openvino
+
+    return openvino
+
+
+def has_dot_product() -> bool | None:
+    """On aarch64, whether the CPU has the dot-product (from AT_HWCAP); None elsewhere or unknown."""
+    if platform.machine() not in ("aarch64", "arm64"):
+        return None
+    try:
+        with open("/proc/self/auxv", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    for key, value in struct.iter_unpack("<QQ", raw[: len(raw) // 16 * 16]):
+        if key == AT_HWCAP:
+            return bool(value & HWCAP_ASIMDDP)
+    return None
+
+
+class Unsupported(Exception):
+    """The runtime is installed but cannot run this model on this CPU; the runner reports it
+    as unavailable (a fact about the device), not as an error."""
+
+
+class Model:
+    def __init__(self, path: str, threads: int, options: dict | None = None):
+        ov = import_runtime()
+        options = options or {}
+        core = ov.Core()
+        model = core.read_model(path)
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if options.get("inference_precision"):
+            config["INFERENCE_PRECISION_HINT"] = options["inference_precision"]
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            if quantized and has_dot_product() is False:
+                raise Unsupported(
+                    "OpenVINO's ARM int8 kernels need the ARMv8.2 dot-product (asimddp), which this "
+                    f"CPU lacks (compile failed: {str(exc).strip().splitlines()[0][:120]})") from exc
+            raise
+        self.request = self.compiled.create_infer_request()
+        self.tensor_type = ov.Tensor
+        self.version = ov.__version__.split("-")[0]
+        self.dynamic_batch = model.inputs[0].get_partial_shape()[0].is_dynamic
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.options = {"inference_precision": hint.to_string() if hasattr(hint, "to_string") else str(hint)}
+
+    def timed_call(self, x):
+        request = self.request
+        request.set_input_tensor(self.tensor_type(x))
+        return request.infer
+
+    def predict(self, x):
+        self.request.set_input_tensor(self.tensor_type(x))
+        self.request.infer()
+        return self.request.get_output_tensor(0).data.copy()
+
+    def executed(self) -> dict:
+        """The precision the compiled model computes in: its compute layers' runtime precision."""
+        counts: dict[str, int] = {}
+        kernels: dict[str, int] = {}
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].value not in COMPUTE_LAYERS:
+                continue
+            precision = PRECISIONS.get(info["runtimePrecision"].value, info["runtimePrecision"].value)
+            counts[precision] = counts.get(precision, 0) + 1
+            kernel = info["primitiveType"].value
+            kernels[kernel] = kernels.get(kernel, 0) + 1
+        if not counts:
+            compute = None
+        elif len(counts) == 1:
+            compute = next(iter(counts))
+        else:
+            compute = "mixed"
+        listed = ", ".join(f"{k} x{n}" for k, n in sorted(kernels.items()))
+        return {
+            "compute_precision": compute,
+            "precision_ops": counts,
+            "precision_note": f"OpenVINO compiled kernels: {listed}" if listed else "no compute layers found",
+            "precision_source": f"openvino {self.version} compiled model (runtimePrecision), "
+                                f"inference_precision={self.options['inference_precision']}",
+        }

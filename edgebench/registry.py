@@ -1,0 +1,79 @@
+"""One way to register things: methods, runtimes, hosts and charts are each a `Registry`.
+
+A registry names the modules that fill it (its table: adding a runtime is one module and one
+line there). Modules are imported on first use, not at start-up, so `edgebench --help` stays
+light; a listed module that fails to import is an error, never silently skipped.
+
+    >>> from edgebench.registry import Registry
+    >>> colours = Registry("colour", modules=())
+    >>> @colours.register("red")
+    ... class Red: ...
+    >>> colours.get("red").__name__
+    'Red'
+    >>> colours.get("rad")
+    Traceback (most recent call last):
+    ...
+    edgebench.errors.ConfigError: unknown colour 'rad' (did you mean "red"?); known: red
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from edgebench.errors import ConfigError, did_you_mean
+
+
+class Registry:
+    """Named entries of one kind, filled by importing `modules` on first use."""
+
+    def __init__(self, kind: str, modules: tuple[str, ...]):
+        self.kind = kind
+        self.modules = modules
+        self._entries: dict[str, Any] = {}
+        self._loaded = False
+
+    def register(self, name: str, entry: Any = None) -> Callable:
+        """`registry.register("name", obj)`, or `@registry.register("name")` on a class/function."""
+
+        def add(obj: Any) -> Any:
+            if name in self._entries and self._entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = obj
+            return obj
+
+        return add(entry) if entry is not None else add
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True  # before importing: a module may look itself up while registering
+        for module in self.modules:
+            importlib.import_module(module)
+
+    def get(self, name: str) -> Any:
+        self._load()
+        if name not in self._entries:
+            known = ", ".join(self.names())
+            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; known: {known}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        self._load()
+        return iter(sorted(self._entries.items()))
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._entries)

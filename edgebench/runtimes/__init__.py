@@ -1,0 +1,118 @@
+"""Runtimes: what runs an artifact, on the host and on a device. One `Runtime` each, one registry.
+
+A runtime names its artifact format (an exporter makes it from a variant and verifies it
+against torch; several runtimes may share a format: onnxruntime and OpenVINO both read the
+variant's .onnx), the packages it needs on the host and on a device, how the precision it
+computes in is read, and its runner adapter: a file in `edgebench/device/` (`rt_<name>.py`)
+that the runner imports on the device with nothing but the standard library, numpy and the
+runtime. Adding a runtime is two files (the adapter and its declaration here) and a line in
+`RUNTIMES`' table below.
+
+    >>> from edgebench.runtimes import RUNTIMES, runtime
+    >>> runtime("openvino").format
+    'onnx'
+    >>> sorted(RUNTIMES)
+    ['onnxruntime', 'openvino', 'tflite']
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgebench.registry import Registry
+
+DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
+
+# The table: one module per runtime; importing it registers its Runtime.
+RUNTIMES = Registry("runtime", modules=(
+    "edgebench.runtimes.onnxruntime",
+    "edgebench.runtimes.tflite",
+    "edgebench.runtimes.openvino",
+))
+
+
+@dataclass(frozen=True)
+class Format:
+    """An artifact format: its file, the exporter that writes it from a variant, and the
+    static inspection of the precision its graph asks for (`module:function` references,
+    imported only when used, so declaring a format costs nothing)."""
+
+    name: str
+    suffix: str
+    exporter: str  # "module:function", see edgebench.variants
+    inspector: str  # "module:function" (path, asked=...) -> precision fields
+
+
+FORMATS = {
+    "onnx": Format("onnx", ".onnx", "edgebench.export:export_onnx", "edgebench.precision:inspect_onnx"),
+    "tflite": Format("tflite", ".tflite", "edgebench.export_tflite:export_tflite", "edgebench.precision:inspect_tflite"),
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One runtime. `distribution` is its pip name (versions and install hints), `module` what
+    a device must import, `device_requirement` the pin a prepared device (the qemu rootfs)
+    installs, `precision_from` "artifact" (read from the exported graph, the same on every
+    host) or "runner" (the runner reads back what the compiled model executes)."""
+
+    name: str
+    format: str
+    distribution: str
+    module: str
+    install_hint: str
+    device_requirement: str
+    precision_from: str = "artifact"
+    description: str = ""
+    extra_distributions: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def adapter(self) -> Path:
+        """The runner adapter, staged beside the runner on a device."""
+        return DEVICE_DIR / f"rt_{self.name}.py"
+
+    @property
+    def artifact_format(self) -> Format:
+        return FORMATS[self.format]
+
+    def host_version(self) -> str | None:
+        """The installed version of this runtime on this machine, or None."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(self.distribution)
+        except PackageNotFoundError:
+            return None
+
+    def inspector(self) -> Callable:
+        return resolve(self.artifact_format.inspector)
+
+
+def register(rt: Runtime) -> Runtime:
+    if rt.format not in FORMATS:
+        raise ValueError(f"runtime {rt.name}: unknown format {rt.format!r}")
+    return RUNTIMES.register(rt.name, rt)
+
+
+def runtime(name: str) -> Runtime:
+    """The Runtime called `name` (a ConfigError naming the nearest one otherwise)."""
+    return RUNTIMES.get(name)
+
+
+def format_of(name: str) -> str:
+    return runtime(name).format
+
+
+def resolve(ref: str) -> Callable:
+    """`"package.module:function"` -> the function (imported now)."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def runner_files(name: str) -> list[Path]:
+    """The files a device needs to run `name`: the runner, its helpers and the adapter. They
+    are staged together, under these names, in one directory."""
+    return [DEVICE_DIR / "runner.py", DEVICE_DIR / "facts.py", runtime(name).adapter]
