@@ -31,6 +31,7 @@ COMMANDS = {
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", nargs="?", help="experiment .toml (default: the built-in demo)")
     p.add_argument("--targets", help="comma-separated profile names or .toml paths (overrides the experiment)")
+    p.add_argument("--runtimes", help="comma-separated runtimes, e.g. onnxruntime,openvino (overrides the experiment)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for run folders (default: results)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run, skipping what is done")
 
@@ -61,7 +62,8 @@ def run_command(args) -> int:
     else:
         exp = load_experiment(args.experiment)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
-    run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args))
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()] if args.runtimes else None
+    run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args), runtimes=runtimes)
     records = read_records(run_dir / "records.jsonl")
     code, why = run_status(records)
     failed = sum(r["status"] != "ok" for r in records)

@@ -311,7 +311,8 @@ def summarize(record: dict) -> str:
 
 
 def run_experiment(
-    exp: Experiment, targets: list[str] | None = None, out: Path | None = None, resume: Path | None = None, log=print
+    exp: Experiment, targets: list[str] | None = None, out: Path | None = None, resume: Path | None = None, log=print,
+    runtimes: list[str] | None = None,
 ) -> Path:
     """Run the whole flow; return the run folder.
 
@@ -322,6 +323,8 @@ def run_experiment(
     profiles = load_targets(targets or list(exp.run.targets))  # bad names fail before any work
     if targets:
         exp = dataclasses.replace(exp, run=dataclasses.replace(exp.run, targets=tuple(targets)))
+    if runtimes:  # validated by RunConfig (an unknown name exits 2 here)
+        exp = dataclasses.replace(exp, run=dataclasses.replace(exp.run, runtimes=tuple(runtimes)))
     check_targets(profiles, exp.run.runtimes, log)
     data = load_run_data(exp, log)
     run_dir, run_id, exp = prepare_run_dir(exp, out, resume)
@@ -359,6 +362,10 @@ def check_targets(profiles: list[TargetProfile], runtimes: tuple[str, ...], log)
             raise TargetError(f"target {profile.name!r} is not usable: {'; '.join(status.problems)} "
                               "(or leave it out with --targets)")
         wanted = [r for r in runtimes if r in profile.runtimes]
+        skipped = [r for r in runtimes if r not in profile.runtimes]
+        if skipped:
+            log(f"{profile.name}: not measured with {', '.join(skipped)}: the profile lists only "
+                f"{', '.join(profile.runtimes)} (add it to the profile's runtimes if the device has it)")
         for problem in status.problems:
             if any(r in problem for r in wanted):
                 log(f"{profile.name}: warning: {problem}")
