@@ -254,6 +254,8 @@ def make_measured_record(
     for note in ("memory_note", "peak_rss_note"):
         if result.get(note):
             record[note] = result[note]
+    if result.get("runtime_settings"):
+        record["runtime_settings"] = result["runtime_settings"]
     if runtime_of(runtime).precision_from == "runner":
         # What the runtime compiled on this device, read back by the runner: not the graph's.
         record.update({k: None for k in ("compute_precision", "precision_note", "precision_ops", "precision_source")})

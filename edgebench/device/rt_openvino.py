@@ -69,7 +69,9 @@ class Model:
         self.version = ov.__version__.split("-")[0]
         self.dynamic_batch = model.inputs[0].get_partial_shape()[0].is_dynamic
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.options = {"inference_precision": hint.to_string() if hasattr(hint, "to_string") else str(hint)}
+        # Read back from the compiled model, not echoed from the request.
+        self.settings = {"inference_precision": hint.to_string() if hasattr(hint, "to_string") else str(hint),
+                         "inference_num_threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS"))}
 
     def timed_call(self, x):
         request = self.request
@@ -105,5 +107,5 @@ class Model:
             "precision_ops": counts,
             "precision_note": f"OpenVINO compiled kernels: {listed}" if listed else "no compute layers found",
             "precision_source": f"openvino {self.version} compiled model (runtimePrecision), "
-                                f"inference_precision={self.options['inference_precision']}",
+                                f"inference_precision={self.settings['inference_precision']}",
         }

@@ -273,6 +273,8 @@ def run(args: argparse.Namespace) -> dict:
     }
     if hasattr(model, "executed"):  # what the runtime compiled: the precision that really runs
         result["executed"] = model.executed()
+    if getattr(model, "settings", None):  # what the runtime says it was set to (threads, hints)
+        result["runtime_settings"] = model.settings
     if not peak_reset:
         result["memory_note"] = "VmHWM could not be reset: inference peak includes loading"
     if not args.no_eval:
