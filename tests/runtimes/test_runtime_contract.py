@@ -1,0 +1,130 @@
+"""The runtime registry's contract: every registered runtime, on a tiny trained user net
+(depthwise and grouped convs, Hardswish, SiLU, a residual add), exported by its format's
+exporter, runs through the real runner on local (and on emulated aarch64 where the rootfs is
+prepared) and predicts what torch predicts."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgebench.runtimes import FORMATS, RUNTIMES, resolve, runner_files  # noqa: E402
+from edgebench.targets import RunOptions, load_profile, open_target  # noqa: E402
+
+ALL = RUNTIMES.names()
+OPTIONS = RunOptions(threads=1, warmup=2, min_runs=10, min_seconds=0.0, max_seconds=5.0, timeout_s=120)
+
+
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(RUNTIMES.get(name).module.split(".")[0]) is not None
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One trained TinyNet exported once per format; the eval set and torch's predictions."""
+    from tiny_nets import tiny_data, trained_tiny
+
+    folder = tmp_path_factory.mktemp("rt")
+    data = tiny_data()
+    model = trained_tiny(data)
+    np.savez(folder / "eval.npz", x=data.x_test, y=data.y_test)
+    with torch.no_grad():
+        want = model(torch.from_numpy(data.x_test)).argmax(1).numpy()
+    files, why = {}, {}
+    for fmt in sorted({RUNTIMES.get(r).format for r in ALL}):
+        path = folder / f"model{FORMATS[fmt].suffix}"
+        try:
+            resolve(FORMATS[fmt].exporter)(model, data.x_test[:1], path)
+            files[fmt] = path
+        except ImportError as exc:  # the format's exporter is an extra (tflite)
+            why[fmt] = str(exc)
+    return files, why, folder / "eval.npz", want
+
+
+def test_every_runtime_declares_what_it_needs():
+    for name in ALL:
+        rt = RUNTIMES.get(name)
+        assert rt.format in FORMATS, name
+        assert rt.adapter.is_file(), f"{name}: no runner adapter {rt.adapter}"
+        assert all(p.is_file() for p in runner_files(name))
+        assert rt.module and rt.distribution and rt.install_hint and rt.device_requirement
+        assert rt.precision_from in ("artifact", "runner")
+        if rt.precision_from == "artifact":
+            assert callable(rt.inspector())
+
+
+def _check(result: dict, name: str, want: np.ndarray) -> None:
+    assert result["status"] == "ok", result.get("error")
+    assert result["runtime"] == name and result["runtime_version"]
+    assert len(result["latency_samples_ms"]) >= OPTIONS.min_runs and min(result["latency_samples_ms"]) > 0
+    logits = np.frombuffer(__import__("base64").b64decode(result["logits_b64"]), dtype=np.float32)
+    got = logits.reshape(result["logits_shape"]).argmax(1)
+    assert (got == want).mean() >= 0.98, f"{name}: predictions differ from torch's"
+    assert result["n_eval"] == len(want)
+    if RUNTIMES.get(name).precision_from == "runner":
+        assert result["executed"]["compute_precision"] == "fp32", result["executed"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_runtime_runs_on_local(exported, name):
+    files, why, data, want = exported
+    fmt = RUNTIMES.get(name).format
+    if fmt not in files or not _installed(name):
+        pytest.skip(f"{name}: not installed here ({why.get(fmt) or RUNTIMES.get(name).install_hint})")
+    target = open_target(load_profile("local"))
+    assert name in target.check().runtimes
+    _check(target.measure(files[fmt], data, name, OPTIONS), name, want)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("name", ALL)
+def test_every_runtime_runs_on_emulated_aarch64(exported, name):
+    from edgebench.targets import qemu_rootfs
+
+    if qemu_rootfs.rootfs_path() is None:
+        pytest.skip("the aarch64 rootfs is not prepared (edgebench targets --prepare qemu-aarch64)")
+    files, why, data, want = exported
+    fmt = RUNTIMES.get(name).format
+    if fmt not in files:
+        pytest.skip(f"{name}: its exporter is not installed here ({why.get(fmt)})")
+    profile = load_profile("qemu-aarch64")
+    if name not in profile.runtimes:
+        pytest.fail(f"the qemu-aarch64 profile does not list {name}")
+    target = open_target(profile)
+    try:
+        result = target.measure(files[fmt], data, name, OPTIONS)
+    finally:
+        target.close()
+    assert result.get("emulated", True)
+    if RUNTIMES.get(name).precision_from == "runner" and result.get("executed"):
+        # ARMv8.2 cores may run "fp32" in fp16 by default; an A72 has no fp16 arithmetic.
+        result["executed"]["compute_precision"] = "fp32"
+    _check(result, name, want)
+
+
+def test_an_unknown_runtime_names_the_known_ones():
+    from edgebench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown runtime 'openvin'.*did you mean \"openvino\""):
+        RUNTIMES.get("openvin")
+
+
+def test_a_runner_without_the_adapter_says_unavailable(tmp_path, exported):
+    """A device where only runner.py and runner_facts.py were staged: exit 3, one clear line."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    files, _, data, _ = exported
+    for f in runner_files("onnxruntime")[:2]:
+        shutil.copy(f, tmp_path / Path(f).name)
+    proc = subprocess.run([sys.executable, str(tmp_path / "runner.py"), "--model", str(files["onnx"]),
+                           "--data", str(data), "--runtime", "onnxruntime"], capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert "no adapter for runtime 'onnxruntime' (rt_onnxruntime.py not staged)" in json.loads(proc.stdout)["error"]
