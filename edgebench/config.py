@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.errors import ConfigError, did_you_mean
+from edgebench.measure import Measure
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -211,18 +212,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """`[run]`: where and with what to measure; the measurement settings' defaults are
+    declared once, in `edgebench.measure.Measure` (a profile's `[measure]` overrides them)."""
+
     targets: tuple[str, ...] = ("local",)
     runtimes: tuple[str, ...] = ("onnxruntime", "tflite")
-    threads: int = 1
-    warmup: int = 20
-    min_runs: int = 200
-    min_seconds: float = 1.0
-    max_seconds: float = 30.0
-    timeout_s: float = 300.0
-    # Each variant is measured in this many runner processes, interleaved with the other
-    # variants (asv's approach): a burst of load from neighbours then hits a slice of every
-    # variant instead of all of one, so in-run latency ratios stay fair.
-    rounds: int = 3
+    threads: int = Measure.threads
+    warmup: int = Measure.warmup
+    min_runs: int = Measure.min_runs
+    min_seconds: float = Measure.min_seconds
+    max_seconds: float = Measure.max_seconds
+    timeout_s: float = Measure.timeout_s
+    rounds: int = Measure.rounds
 
     def __post_init__(self):
         require(self.rounds >= 1, "rounds must be >= 1")
