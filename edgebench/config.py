@@ -276,15 +276,16 @@ def step_to_dict(step: Any) -> dict:
 
 
 def parse_step(table: dict, where: str) -> Any:
+    # Light: method modules import torch only inside `apply`, so reading an experiment does not.
     from edgebench.compress import METHODS
 
     if not isinstance(table, dict) or "method" not in table:
-        raise ConfigError(f"{where}: a step needs a method (one of {', '.join(sorted(METHODS))})")
+        raise ConfigError(f"{where}: a step needs a method (one of {', '.join(METHODS.names())})")
     params = dict(table)
     method = params.pop("method")
     if method not in METHODS:
-        raise ConfigError(f"{where}: unknown method {method!r}{did_you_mean(method, METHODS)}")
-    return build(METHODS[method], params, f"{where} ({method})")
+        raise ConfigError(f"{where}: unknown method {method!r}{did_you_mean(method, METHODS.names())}")
+    return build(METHODS.get(method), params, f"{where} ({method})")
 
 
 def parse_experiment(raw: dict, source: str | None = None) -> Experiment:

@@ -43,7 +43,7 @@ def _compress_weight(w, method: str, ratio: float, bits: int):
     import torch
 
     if method == "prune":
-        from edgebench.compress.prune import magnitude_mask
+        from edgebench.compress.layers import magnitude_mask
 
         return w * magnitude_mask([w], ratio)[0]
     qmax = 2 ** (bits - 1) - 1
@@ -64,7 +64,7 @@ def layer_sensitivity(
 
     import torch
 
-    from edgebench.compress.prune import prunable_layers
+    from edgebench.compress.layers import prunable_layers
     from edgebench.config import choice
     from edgebench.train import predict_logits
 

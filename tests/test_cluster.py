@@ -8,8 +8,8 @@ import torch
 from tiny_nets import TRAIN, NoBatchNormNet, state_equal, tiny_data, trained_tiny
 
 from edgebench.compress import METHODS, StepContext
-from edgebench.compress.cluster import kmeans_1d
-from edgebench.compress.prune import prunable_layers
+from edgebench.compress.codebook import kmeans_1d
+from edgebench.compress.layers import prunable_layers
 from edgebench.config import ConfigError
 from edgebench.errors import StepError
 from edgebench.export import artifact_sizes, export_onnx, verify_onnx
@@ -20,7 +20,7 @@ DATA = tiny_data()
 
 def cluster(model, **params):
     c = StepContext(data=DATA, train=TRAIN, seed=0, log=lambda _: None)
-    return METHODS["cluster"](**params).apply(model, c), c.notes
+    return METHODS.get("cluster")(**params).apply(model, c), c.notes
 
 
 def unique_per_layer(model) -> dict[str, int]:
@@ -77,8 +77,8 @@ def test_codebook_size_counts_indices_centroids_and_the_rest():
 def test_prune_then_cluster_keeps_zeros_as_one_of_the_codes(tmp_path):
     model = trained_tiny(DATA)
     c = StepContext(data=DATA, train=TRAIN, seed=0, log=lambda _: None)
-    pruned = METHODS["prune"](ratio=0.7, finetune_epochs=0).apply(model, c)
-    out = METHODS["cluster"](bits=3, finetune_epochs=1).apply(pruned, c)
+    pruned = METHODS.get("prune")(ratio=0.7, finetune_epochs=0).apply(model, c)
+    out = METHODS.get("cluster")(bits=3, finetune_epochs=1).apply(pruned, c)
     for (name, p), (_, q) in zip(prunable_layers(pruned), prunable_layers(out)):
         if q.weight.numel() >= 32:
             assert torch.all(q.weight[p.weight == 0] == 0), name
@@ -90,6 +90,6 @@ def test_prune_then_cluster_keeps_zeros_as_one_of_the_codes(tmp_path):
 
 def test_bad_bits_and_unclusterable_models_say_why():
     with pytest.raises(ConfigError, match="bits = 9"):
-        METHODS["cluster"](bits=9)
+        METHODS.get("cluster")(bits=9)
     with pytest.raises(StepError, match="no Conv/Linear layer has at least 1024 weights"):
         cluster(NoBatchNormNet(), bits=8)  # its largest layer has 576 weights

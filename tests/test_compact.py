@@ -29,7 +29,7 @@ def test_compact_student_learns_and_exports(arch, distill, data, teacher, tmp_pa
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     lines: list[str] = []
     ctx = context(data, teacher, log=lines.append)
-    student = METHODS["compact"](arch=arch, width=0.25, epochs=3, distill=distill).apply(
+    student = METHODS.get("compact")(arch=arch, width=0.25, epochs=3, distill=distill).apply(
         teacher, ctx
     )
     losses = epoch_losses(lines)
@@ -55,4 +55,4 @@ def test_companion_without_kd_only_when_distilling():
 
 def test_unknown_arch_suggests_the_nearest():
     with pytest.raises(ConfigError, match='did you mean "mobilenet"'):
-        METHODS["compact"](arch="mobilnet")
+        METHODS.get("compact")(arch="mobilnet")

@@ -17,7 +17,8 @@ from tiny_nets import tiny_data as shared_tiny_data
 from torch import nn
 
 from edgebench.compress import METHODS, StepContext
-from edgebench.compress.distill import auto_feature_layer, kd_logits, last_linear, make_student
+from edgebench.compress.distill import make_student
+from edgebench.compress.distill_losses import auto_feature_layer, kd_logits, last_linear
 from edgebench.config import ModelConfig, TrainConfig, parse_experiment
 from edgebench.data import Dataset
 from edgebench.errors import ConfigError, StepError
@@ -98,7 +99,7 @@ def test_each_kind_trains_a_smaller_student_and_leaves_the_teacher(kind, data, t
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     lines: list[str] = []
     ctx = context(data, teacher, log=lines.append)
-    student = METHODS["distill"](kind=kind, width=0.5, epochs=4).apply(teacher, ctx)
+    student = METHODS.get("distill")(kind=kind, width=0.5, epochs=4).apply(teacher, ctx)
 
     losses = epoch_losses(lines)
     assert len(losses) == 4 and losses[-1] < losses[0]
@@ -124,34 +125,34 @@ def test_auto_layers_are_found_by_shape_and_call_order(teacher, data):
 def test_feature_kd_with_named_layers_and_different_sizes(data, teacher):
     # The student's `expand` map is 8×8, the teacher's `mix` 4×4: pooled to the smaller one.
     ctx = context(data, teacher)
-    step = METHODS["distill"](
+    step = METHODS.get("distill")(
         kind="feature", width=0.5, epochs=1, teacher_layer="mix", student_layer="expand"
     )
     step.apply(teacher, ctx)
     assert ctx.notes["distill_layers"]["student_shape"] == [16, 8, 8]
     assert ctx.notes["distill_layers"]["teacher_shape"] == [32, 4, 4]
     with pytest.raises(StepError, match='did you mean "mix"'):
-        METHODS["distill"](kind="feature", epochs=1, teacher_layer="mixx").apply(teacher, ctx)
+        METHODS.get("distill")(kind="feature", epochs=1, teacher_layer="mixx").apply(teacher, ctx)
     with pytest.raises(StepError, match="'head' gives .*not a 4-D feature map"):
-        METHODS["distill"](kind="feature", epochs=1, teacher_layer="head").apply(teacher, ctx)
+        METHODS.get("distill")(kind="feature", epochs=1, teacher_layer="head").apply(teacher, ctx)
 
 
 def test_registry_student_and_factory_without_width(data, teacher):
     ctx = context(data, teacher, ModelConfig(factory="demo_cnn"))
-    student = METHODS["distill"](kind="logits", student="shufflenet", width=0.25, epochs=1).apply(
+    student = METHODS.get("distill")(kind="logits", student="shufflenet", width=0.25, epochs=1).apply(
         teacher, ctx
     )
     assert type(student).__name__ == "ShuffleNet"  # its export is tested in test_compact.py
     # "teacher" means the experiment's factory, its width scaled by the step's width.
     ctx = context(data, teacher, ModelConfig(factory="demo_cnn", kwargs={"width": 0.5}))
-    student = METHODS["distill"](kind="relation", width=0.5, epochs=1).apply(teacher, ctx)
+    student = METHODS.get("distill")(kind="relation", width=0.5, epochs=1).apply(teacher, ctx)
     assert (
         count_params(student)[0]
         == count_params(create_model("demo_cnn", N_CLASSES, 1, width=0.25))[0]
     )
     ctx = context(data, teacher, ModelConfig(factory=f"{__name__}:no_width_net"))
     with pytest.raises(StepError, match="no width"):
-        METHODS["distill"](kind="logits", width=0.5, epochs=1).apply(teacher, ctx)
+        METHODS.get("distill")(kind="logits", width=0.5, epochs=1).apply(teacher, ctx)
 
 
 def test_student_and_its_nokd_twin_start_equal(data, teacher):

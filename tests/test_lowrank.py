@@ -108,7 +108,7 @@ def test_nothing_to_factorize_is_a_step_error(data):
     depthwise_only = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, groups=1, bias=False), nn.ReLU(),
                                    nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.AdaptiveAvgPool2d(1), nn.Flatten())  # fmt: skip
     with pytest.raises(StepError, match="no factorizable layer: .*groups = 8"):
-        METHODS["lowrank"](ratio=0.5).apply(depthwise_only, context(data, None))
+        METHODS.get("lowrank")(ratio=0.5).apply(depthwise_only, context(data, None))
     with pytest.raises(StepError, match="no factorizable layer"):
         factorize(nn.Sequential(nn.Flatten(), nn.ReLU()))
 
@@ -118,7 +118,7 @@ def test_step_finetunes_records_ranks_and_exports(mode, data, tmp_path):
     torch.manual_seed(0)
     model = fit(UserNet(width=2.0), data, TRAIN, epochs=2)
     ctx = context(data, model)
-    out = METHODS["lowrank"](ratio=0.5, mode=mode, min_params=512, finetune_epochs=1).apply(
+    out = METHODS.get("lowrank")(ratio=0.5, mode=mode, min_params=512, finetune_epochs=1).apply(
         model, ctx
     )
     ranks = ctx.notes["lowrank_ranks"]
@@ -132,14 +132,14 @@ def test_chains_after_distill(data, tmp_path):
     torch.manual_seed(0)
     teacher = fit(UserNet(width=2.0), data, TRAIN, epochs=2)
     ctx = context(data, teacher)
-    student = METHODS["distill"](kind="logits", width=1.0, epochs=1).apply(teacher, ctx)
-    out = METHODS["lowrank"](ratio=0.5, min_params=256, finetune_epochs=0).apply(student, ctx)
+    student = METHODS.get("distill")(kind="logits", width=1.0, epochs=1).apply(teacher, ctx)
+    out = METHODS.get("lowrank")(ratio=0.5, min_params=256, finetune_epochs=0).apply(student, ctx)
     assert set(ctx.notes) >= {"distill", "lowrank_ranks"}
     assert count_params(out)[0] < count_params(student)[0]
 
 
 def test_config_checks():
     with pytest.raises(ConfigError, match="not both"):
-        METHODS["lowrank"](ratio=0.5, energy=0.9)
+        METHODS.get("lowrank")(ratio=0.5, energy=0.9)
     with pytest.raises(ConfigError, match="mode"):
-        METHODS["lowrank"](mode="cp")
+        METHODS.get("lowrank")(mode="cp")

@@ -8,7 +8,7 @@ import torch
 from tiny_nets import TRAIN, NoBatchNormNet, TinyNet, state_equal, tiny_data, trained_tiny
 
 from edgebench.compress import METHODS, StepContext
-from edgebench.compress.prune import prunable_layers
+from edgebench.compress.layers import prunable_layers
 from edgebench.config import ConfigError, parse_experiment
 from edgebench.errors import StepError
 from edgebench.export import export_onnx, onnx_macs, verify_onnx
@@ -23,7 +23,7 @@ def ctx() -> StepContext:
 
 def prune(model, **params):
     c = ctx()
-    return METHODS["prune"](**params).apply(model, c), c.notes
+    return METHODS.get("prune")(**params).apply(model, c), c.notes
 
 
 def weight_zeros(model) -> tuple[int, int]:
@@ -123,15 +123,15 @@ def test_configuration_is_checked_when_the_experiment_is_read():
     # Impossible ratios fail when the file is read, before any baseline is trained.
     for ratio in (1.0, 1.5, -0.1):
         with pytest.raises(ConfigError, match=r"must be in \[0, 1\)"):
-            METHODS["prune"](kind="structured", ratio=ratio)
+            METHODS.get("prune")(kind="structured", ratio=ratio)
     with pytest.raises(ConfigError, match="per_layer"):
-        METHODS["prune"](per_layer={"features.*": 1.0})
+        METHODS.get("prune")(per_layer={"features.*": 1.0})
     with pytest.raises(ConfigError, match="kind"):
-        METHODS["prune"](kind="sideways")
+        METHODS.get("prune")(kind="sideways")
     with pytest.raises(ConfigError, match="importance"):
-        METHODS["prune"](importance="l3")
-    assert METHODS["prune"](kind="structured").finetune_epochs == 3  # resolved, so records show it
-    assert METHODS["prune"]().finetune_epochs == 1
+        METHODS.get("prune")(importance="l3")
+    assert METHODS.get("prune")(kind="structured").finetune_epochs == 3  # resolved, so records show it
+    assert METHODS.get("prune")().finetune_epochs == 1
     raw = {"variant": [{"name": "p", "steps": [{"method": "prune", "kind": "structured", "ratio": 0.5,
                                                  "finetune_epochs": 1, "per_layer": {"a*": 0.2}}]}]}  # fmt: skip
     step = parse_experiment(raw).variants[0].steps[0]
@@ -144,7 +144,7 @@ def test_structured_prune_every_builtin_model(name, tmp_path):
     torch.manual_seed(0)
     model = create_model(name, num_classes=4, in_channels=1, width=0.5).eval()
     c = StepContext(data=data, train=TRAIN, seed=0, log=lambda _: None)
-    pruned = METHODS["prune"](kind="structured", ratio=0.5, finetune_epochs=0).apply(model, c)
+    pruned = METHODS.get("prune")(kind="structured", ratio=0.5, finetune_epochs=0).apply(model, c)
     assert count_params(pruned)[0] < 0.5 * count_params(model)[0]
     assert c.notes["macs_ratio"] < 0.5  # counted by torch-pruning; ONNX MACs: test above
     path = export_onnx(pruned, data.x_test[:1], tmp_path / "m.onnx")
@@ -154,8 +154,8 @@ def test_structured_prune_every_builtin_model(name, tmp_path):
 def test_prune_is_a_registered_method_that_chains():
     model = trained_tiny(DATA)
     c = ctx()
-    steps = [METHODS["prune"](kind="structured", ratio=0.5, finetune_epochs=0),
-             METHODS["prune"](kind="unstructured", ratio=0.5, finetune_epochs=1)]  # fmt: skip
+    steps = [METHODS.get("prune")(kind="structured", ratio=0.5, finetune_epochs=0),
+             METHODS.get("prune")(kind="unstructured", ratio=0.5, finetune_epochs=1)]  # fmt: skip
     for step in steps:
         model = step.apply(model, c)
     zeros, total = weight_zeros(model)

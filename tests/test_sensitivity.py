@@ -9,7 +9,7 @@ import pytest
 from tiny_nets import state_equal, tiny_data, trained_tiny
 
 from edgebench.cli import main as cli_main
-from edgebench.compress.prune import prunable_layers
+from edgebench.compress.layers import prunable_layers
 from edgebench.errors import ConfigError
 from edgebench.sensitivity import layer_sensitivity
 

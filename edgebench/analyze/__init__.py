@@ -118,13 +118,11 @@ def describe_steps(steps: Any) -> str:
 def _step_defaults(method: Any) -> dict:
     import dataclasses
 
-    try:
-        from edgebench.compress import METHODS
-    except ImportError:  # pragma: no cover - reading records without the compressors
+    from edgebench.compress import METHODS  # declarations only: no torch
+
+    if method not in METHODS:
         return {}
     cls = METHODS.get(method)
-    if cls is None:
-        return {}
     defaults = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:

@@ -1,33 +1,43 @@
-"""Compression methods: one file each, registered here by the `method` decorator.
+"""Compression methods: one file each, registered in `METHODS` by the `method` decorator.
 
 A method is a frozen dataclass of its parameters (what a `{ method = "...", ... }` step in an
 experiment holds) with an `apply(model, ctx)` that returns a *new* model and never edits its
 input. Methods that belong to a runtime's exporter (int8/fp16 quantization) also say so via
 `export_scheme`, and the pipeline quantizes at export.
 
+A method module imports only the standard library and edgebench at its top: torch is imported
+inside `apply` (or by the helper modules it calls), so reading and validating an experiment
+never needs torch.
+
     >>> from edgebench.compress import METHODS
-    >>> step = METHODS["prune"](kind="structured", ratio=0.5)
+    >>> step = METHODS.get("prune")(kind="structured", ratio=0.5)
     >>> smaller = step.apply(model, ctx)
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS: dict[str, type] = {}
-# One module per method; importing it registers it.
-_MODULES = ("prune", "quantize", "cluster", "distill", "lowrank", "compact")
+from edgebench.registry import Registry
+
+# The table: one module per method; importing it registers its step class.
+METHODS = Registry("method", modules=(
+    "edgebench.compress.prune",
+    "edgebench.compress.quantize",
+    "edgebench.compress.cluster",
+    "edgebench.compress.distill",
+    "edgebench.compress.lowrank",
+    "edgebench.compress.compact",
+))
 
 
 def method(name: str):
-    """Class decorator: register a step dataclass under `name`."""
+    """Class decorator: register a step dataclass in `METHODS` under `name`."""
 
     def register(cls: type) -> type:
         cls.method = name
-        METHODS[name] = cls
-        return cls
+        return METHODS.register(name)(cls)
 
     return register
 
@@ -52,14 +62,3 @@ class StepContext:
     log: Any = print
     notes: dict = field(default_factory=dict)  # steps may leave facts for the record
 
-
-def _load_all() -> None:
-    for module in _MODULES:
-        try:
-            importlib.import_module(f"edgebench.compress.{module}")
-        except ModuleNotFoundError as exc:  # a method file not written yet
-            if exc.name != f"edgebench.compress.{module}":
-                raise
-
-
-_load_all()

@@ -60,12 +60,8 @@ class Compact:
     def apply(self, model, ctx: StepContext):
         import torch.nn.functional as F
 
-        from edgebench.compress.distill import (
-            frozen_teacher,
-            logits_loss,
-            make_student,
-            train_student,
-        )
+        from edgebench.compress.distill import frozen_teacher, make_student, train_student
+        from edgebench.compress.distill_losses import logits_loss
 
         teacher = frozen_teacher(ctx.teacher if ctx.teacher is not None else model)
         student = make_student(self.arch, self.width, ctx, teacher)

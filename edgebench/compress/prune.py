@@ -28,56 +28,20 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import math
 from dataclasses import dataclass, field
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from edgebench.compress import StepContext, method
 from edgebench.config import choice, require
 from edgebench.errors import StepError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 KINDS = ("unstructured", "structured")
 SCOPES = ("global", "layer")
 IMPORTANCES = ("l1", "l2", "bn_scale")
 DEFAULT_EPOCHS = {"unstructured": 1, "structured": 3}
-
-
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Conv and Linear layers with a weight, in module order; found by type, never by name."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
-        and getattr(m, "weight", None) is not None
-    ]
-
-
-def output_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
-    """The last Conv/Linear that runs in a forward pass: the classifier, whose outputs stay."""
-    order: list[nn.Module] = []
-    hooks = [
-        m.register_forward_hook(lambda m, i, o: order.append(m)) for _, m in prunable_layers(model)
-    ]
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order[-1] if order else None
-
-
-def magnitude_mask(weights: list[torch.Tensor], ratio: float) -> list[torch.Tensor]:
-    """Masks zeroing exactly ceil(ratio × n) of the smallest |w| pooled over `weights`."""
-    flat = torch.cat([w.detach().abs().flatten() for w in weights])
-    k = min(len(flat), math.ceil(ratio * len(flat) - 1e-9))
-    keep = torch.ones(len(flat), dtype=torch.bool)
-    if k > 0:
-        # argsort, not a threshold: ties (e.g. many zeros) must not over- or under-prune.
-        keep[torch.argsort(flat, stable=True)[:k]] = False
-    return [m.view_as(w) for m, w in zip(torch.split(keep, [w.numel() for w in weights]), weights)]
 
 
 @method("prune")
@@ -113,6 +77,8 @@ class Prune:
                     f"per_layer[{pattern!r}] = {r!r}: must be a ratio in [0, 1)")  # fmt: skip
 
     def apply(self, model: nn.Module, ctx: StepContext) -> nn.Module:
+        from edgebench.compress.layers import prunable_layers
+
         model = copy.deepcopy(model).eval()  # never edit the caller's model
         layers = prunable_layers(model)
         if not layers:
@@ -181,8 +147,12 @@ class Prune:
     # -- unstructured ----------------------------------------------------------------------------
 
     def _unstructured(self, model, ctx, layers, ratios) -> nn.Module:
+        import torch
+
+        from edgebench.compress.layers import magnitude_mask
+
         modules = dict(layers)
-        masks: dict[str, torch.Tensor] = {}
+        masks: dict = {}
         for r in range(self.rounds):
             frac = (r + 1) / self.rounds  # linear schedule to the target over the rounds
             pooled = [n for n, own in ratios.items() if own is None]
@@ -221,6 +191,7 @@ class Prune:
 
     def _importance(self, model: nn.Module):
         import torch_pruning as tp
+        from torch import nn
 
         if self.importance == "bn_scale":
             if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -230,7 +201,10 @@ class Prune:
         return tp.importance.GroupMagnitudeImportance(p=1 if self.importance == "l1" else 2)
 
     def _structured(self, model, ctx, layers, ratios) -> nn.Module:
+        import torch
         import torch_pruning as tp
+
+        from edgebench.compress.layers import out_channels, output_layer, prunable_layers
 
         sample = torch.from_numpy(ctx.data.x_train[:1])
         head = output_layer(model, sample)
@@ -257,7 +231,7 @@ class Prune:
         for r in range(self.rounds):
             model.eval()
             pruner.step()
-            empty = [n for n, m in prunable_layers(model) if _out_channels(m) == 0]
+            empty = [n for n, m in prunable_layers(model) if out_channels(m) == 0]
             if empty:
                 raise StepError(
                     f"prune: ratio {self.ratio} leaves no channel in {', '.join(empty[:3])}"
@@ -268,6 +242,3 @@ class Prune:
         ctx.notes["macs_ratio"] = round(macs_after / max(1, macs_before), 4)
         return model
 
-
-def _out_channels(m: nn.Module) -> int:
-    return int(m.weight.shape[0])

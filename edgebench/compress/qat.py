@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from edgebench.compress import StepContext
-from edgebench.compress.prune import prunable_layers
+from edgebench.compress.layers import prunable_layers
 from edgebench.errors import StepError
 
 
