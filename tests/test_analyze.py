@@ -234,14 +234,14 @@ def _labels(ax) -> list:
     return [t for t in ax.texts if t.get_transform() is not ax.transAxes]
 
 
-@pytest.mark.parametrize("chart_index", [0, 1])  # size (linear-ish) and latency (log, whiskers)
-def test_crowded_panel_labels_never_overlap_and_outlier_is_clipped(chart_index):
+@pytest.mark.parametrize("chart", ["accuracy_vs_size", "accuracy_vs_latency"])  # linear-ish; log, whiskers
+def test_crowded_panel_labels_never_overlap_and_outlier_is_clipped(chart):
     import matplotlib.pyplot as plt
 
-    from edgebench.analyze.plots import CHARTS, scatter_chart
+    from edgebench.analyze.plots import CHARTS
 
     df = load_records(crowded_records(20))
-    fig = scatter_chart(df, CHARTS[chart_index])
+    fig = CHARTS.get(chart).draw(df)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     ax = fig.axes[0]
@@ -269,10 +269,10 @@ def test_crowded_panel_labels_never_overlap_and_outlier_is_clipped(chart_index):
 def test_few_points_are_named_directly(tmp_path):
     import matplotlib.pyplot as plt
 
-    from edgebench.analyze.plots import CHARTS, scatter_chart
+    from edgebench.analyze.plots import CHARTS
 
     df = load_records([r for r in demo_records() if r["target"] == "local" and r["runtime"] == "tflite"])
-    fig = scatter_chart(df, CHARTS[0])
+    fig = CHARTS.get("accuracy_vs_size").draw(df)
     texts = {t.get_text() for t in _labels(fig.axes[0])}
     assert {"baseline", "int8", "pruned50-int8"} <= {p.strip() for t in texts for p in t.split(",")}
     assert not any(t.strip().isdigit() for t in texts)  # names, no numbers and no key
@@ -283,7 +283,7 @@ def test_few_points_are_named_directly(tmp_path):
 
 def test_variant_numbers_do_not_depend_on_row_order():
     from edgebench.analyze.labels import variant_numbers
-    from edgebench.analyze.plots import METHOD_STYLE
+    from edgebench.analyze.chart_style import METHOD_STYLE
 
     df = load_records(demo_records())
     a = variant_numbers(df, list(METHOD_STYLE))
