@@ -1,25 +1,26 @@
 """The aarch64 root filesystem that the qemu target runs the runner in, built once and cached.
 
 It holds Debian bookworm's Python 3.11 (bookworm is the Debian release whose Python is 3.11)
-plus the aarch64 wheels of numpy, onnxruntime and ai-edge-litert from PyPI, and nothing the
-runner does not need. It is built without binfmt_misc, chroot, mounts, package scripts or
+plus the aarch64 wheels of numpy and of every runtime in `edgebench.runtimes.RUNTIMES` (each
+Runtime's `device_requirement`: onnxruntime, ai-edge-litert, openvino==2026.4.1), and nothing
+the runner does not need. It is built without binfmt_misc, chroot, mounts, package scripts or
 privileges, so it works in CI containers and on laptops alike:
 
 1. a separate arm64-only apt state in a temp folder lists the closure of three packages and
-   downloads it; each .deb is unpacked with `dpkg -x`;
+   downloads it; each .deb is unpacked with `dpkg -x` (`edgebench.targets.qemu_debian`);
 2. host pip downloads the aarch64 wheels (by platform tag) and installs them, without deps,
    into `usr/local/lib/python3.11/dist-packages`, which Debian's Python searches itself;
 3. the stdlib is precompiled with the host's Python 3.11 (same bytecode magic), so each
    emulated start does not compile it again;
-4. a fake ARM `/proc/cpuinfo` and `/sys/devices/system/cpu/{possible,present}` go into the
-   tree (qemu's `-L` looks every absolute path up there first): onnxruntime crashes on import
-   when it reads the host's x86 cpuinfo;
-5. a probe under qemu imports numpy, onnxruntime and ai_edge_litert and must report aarch64.
+4. fake ARM `/proc/cpuinfo` and `/sys/devices/system/cpu` files (MIDR_EL1 included) go into the
+   tree, and a view per emulated core (`edgebench.targets.qemu_cpus`): onnxruntime crashes on
+   import when it reads the host's x86 cpuinfo, OpenVINO segfaults without a midr_el1 file;
+5. a probe under qemu imports numpy and every runtime and must report aarch64.
 
 Only a tree that passed step 5 gets its stamp file and is renamed into place, so a broken or
 half-built tree never counts as prepared.
 
-    >>> rootfs = prepare()          # ~15-60 s the first time, instant afterwards
+    >>> rootfs = prepare()          # ~30-60 s the first time, instant afterwards
     >>> rootfs_path() == rootfs
     True
 
@@ -45,41 +46,39 @@ from pathlib import Path
 
 from edgebench.errors import TargetError
 from edgebench.paths import cache_dir
+from edgebench.targets.qemu_cpus import CPUS, DEFAULT_CPU, make_views, qemu_root
+from edgebench.targets.qemu_debian import (  # noqa: F401  (re-exported: callers use them from here)
+    DEBIAN_PACKAGES,
+    DEFAULT_MIRROR,
+    DEFAULT_SECURITY_MIRROR,
+    SUITE,
+    check_tools,
+    debian_mirrors,
+    install_packages,
+    run,
+)
 
-LAYOUT_VERSION = 1  # bump when what goes into the tree changes, so old caches are rebuilt
-SUITE = "bookworm"  # the Debian release whose python3 is 3.11, whatever the host runs
-DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6")
-WHEELS = ("numpy", "onnxruntime", "ai-edge-litert")
+# Bump when what goes into the tree changes, so old caches are rebuilt. 2: runtimes from the
+# registry (openvino), MIDR_EL1 files and per-core views.
+LAYOUT_VERSION = 2
+BASE_WHEELS = ("numpy",)  # what the runner itself imports; the runtimes come from the registry
 PYTHON = "usr/bin/python3.11"
 SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
 STAMP = "edgebench-rootfs.json"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
-DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # bookworm's glibc is 2.36: every manylinux tag up to it is installable. Without the 2_28 tag
-# pip silently falls back to onnxruntime 1.16 (measured).
+# pip silently falls back to onnxruntime 1.16, and without 2_35 to openvino 2024.0 (measured).
 PLATFORM_TAGS = (*(f"manylinux_2_{minor}_aarch64" for minor in range(36, 16, -1)), "manylinux2014_aarch64")
-# A Raspberry Pi 4 has four Cortex-A72 cores; the Hardware line keeps the runner's machine.cpu
-# honest about where the numbers come from.
-FAKE_CPUS = 4
-FAKE_CPUINFO_CORE = """processor\t: {n}
-BogoMIPS\t: 108.00
-Features\t: fp asimd evtstrm crc32 cpuid
-CPU implementer\t: 0x41
-CPU architecture: 8
-CPU variant\t: 0x0
-CPU part\t: 0xd08
-CPU revision\t: 3
-"""
-FAKE_CPUINFO_TAIL = "Hardware\t: QEMU user-mode emulation (Cortex-A72 cpuinfo, edgebench rootfs)\n"
+# The probe imports what each runtime's adapter imports and reports its distribution's version
+# under the runtime's name (the qemu target's check() reads them so).
 PROBE = """
-import json, platform
+import importlib, json, platform, sys
 from importlib.metadata import version
-import numpy, onnxruntime
-from ai_edge_litert import interpreter
-print(json.dumps({"arch": platform.machine(), "python": platform.python_version(),
-    "numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__,
-    "tflite": version("ai-edge-litert")}))
+import numpy
+facts = {"arch": platform.machine(), "python": platform.python_version(), "numpy": numpy.__version__}
+for name, module, dist in json.loads(sys.argv[1]):
+    importlib.import_module(module)
+    facts[name] = version(dist)
+print(json.dumps(facts))
 """
 
 Log = Callable[[str], None]
@@ -117,9 +116,6 @@ def qemu_binary() -> str | None:
     return shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
 
 
-DEFAULT_CPU = "cortex-a72"
-
-
 def guest_command(rootfs: Path, python_args: list[str], qemu: str | None = None, cpu: str | None = DEFAULT_CPU) -> list[str]:
     """argv that runs the rootfs's Python 3.11 under qemu user-mode emulation.
 
@@ -136,17 +132,27 @@ def guest_command(rootfs: Path, python_args: list[str], qemu: str | None = None,
     # int8 kernels that qemu 7.2 gets wrong (measured: a static-int8 .tflite scored 7% instead
     # of 89%). A named core (the Raspberry Pi 4's Cortex-A72 by default) gives the kernels a
     # real device would run, and the right answers.
+    # The core's own cpuinfo and MIDR files: its view of the tree (see qemu_cpus).
     cpu_args = ["-cpu", cpu] if cpu else []
-    return [*env, qemu, *cpu_args, "-L", str(rootfs), str(rootfs / PYTHON), "-s", *python_args]
+    return [*env, qemu, *cpu_args, "-L", str(qemu_root(rootfs, cpu)), str(rootfs / PYTHON), "-s",
+            *python_args]
 
 
-def probe(rootfs: Path, timeout_s: float = 180.0) -> dict:
-    """Import the runtimes under emulation; return their versions and the guest's arch."""
+def runtime_modules() -> list[tuple[str, str, str]]:
+    """(runtime name, module the device imports, pip distribution) of every registered runtime."""
+    from edgebench.runtimes import RUNTIMES
+
+    return [(name, rt.module, rt.distribution) for name, rt in RUNTIMES.items()]
+
+
+def probe(rootfs: Path, timeout_s: float = 180.0, cpu: str | None = DEFAULT_CPU) -> dict:
+    """Import numpy and every runtime under emulation; return their versions (keyed by runtime
+    name) and the guest's arch."""
     if not qemu_binary():
         raise TargetError("qemu-aarch64-static not found: apt-get install qemu-user-static")
+    argv = guest_command(rootfs, ["-c", PROBE, json.dumps(runtime_modules())], cpu=cpu)
     try:
-        proc = subprocess.run(guest_command(rootfs, ["-c", PROBE]), capture_output=True,
-                              text=True, timeout=timeout_s)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise TargetError(f"probe under qemu timed out after {timeout_s:g} s") from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -206,40 +212,27 @@ def _build(work: Path, log: Log) -> dict:
     t = time.monotonic()
 
     def step(n: int, text: str) -> None:
-        log(f"qemu-aarch64 rootfs [{n}/6] {text} (+{time.monotonic() - t:.0f} s)")
+        log(f"qemu-aarch64 rootfs [{n}/5] {text} (+{time.monotonic() - t:.0f} s)")
 
-    step(1, f"apt: arm64 package lists for {SUITE} from {mirror}")
-    apt_env = _apt_config(work / "apt", mirror, security)
-    _run(["apt-get", "update", "-q"], "apt-get update (arm64 lists)", env=apt_env)
+    step(1, f"apt: closure of {' '.join(DEBIAN_PACKAGES)} for {SUITE}, download, unpack with dpkg -x")
+    debs = install_packages(work, rootfs, log, mirror, security)
 
-    step(2, f"apt: closure of {' '.join(DEBIAN_PACKAGES)}, download and unpack with dpkg -x")
-    debs = _closure(apt_env)
-    deb_dir = work / "debs"
-    deb_dir.mkdir()
-    _run(["apt-get", "download", "-q", *(f"{name}={ver}" for name, ver in debs.items())],
-         "apt-get download", env=apt_env, cwd=deb_dir)
-    files = sorted(deb_dir.glob("*.deb"))
-    if len(files) != len(debs):
-        raise TargetError(f"apt-get download gave {len(files)} of {len(debs)} packages")
-    for deb in files:
-        _run(["dpkg-deb", "-x", str(deb), str(rootfs)], f"dpkg-deb -x {deb.name}")
-    _relativize_symlinks(rootfs)
-    log(f"  {len(files)} packages, {sum(f.stat().st_size for f in files) / 1e6:.0f} MB of .deb")
+    requirements = wheel_requirements()
+    step(2, f"pip: aarch64 wheels of {', '.join(requirements)} from PyPI")
+    wheels = _install_wheels(work / "wheels", rootfs / SITE_PACKAGES, requirements, log)
 
-    step(3, f"pip: aarch64 wheels of {', '.join(WHEELS)} from PyPI")
-    wheels = _install_wheels(work / "wheels", rootfs / SITE_PACKAGES, log)
-
-    step(4, "compileall: precompile the stdlib with the host's Python 3.11")
+    step(3, "compileall: precompile the stdlib with the host's Python 3.11")
     _compile_stdlib(rootfs, log)
 
-    step(5, "fake ARM /proc/cpuinfo and /sys/devices/system/cpu/{possible,present}")
-    _fake_cpu_files(rootfs)
+    step(4, f"fake ARM /proc/cpuinfo and /sys/devices/system/cpu (MIDR_EL1), views for {', '.join(CPUS)}")
+    make_views(rootfs)
 
-    step(6, "verify: import numpy, onnxruntime, ai_edge_litert under qemu-aarch64")
-    facts = probe(rootfs)
-    if facts.get("arch") != "aarch64":
-        raise TargetError(f"verification failed: the guest reports arch {facts.get('arch')!r}")
-    log(f"  guest: {json.dumps(facts)}")
+    step(5, f"verify: import numpy and the runtimes under qemu-aarch64 on {', '.join(CPUS)}")
+    facts = {cpu: probe(rootfs, cpu=cpu) for cpu in CPUS}
+    for cpu, seen in facts.items():
+        if seen.get("arch") != "aarch64":
+            raise TargetError(f"verification failed: the guest ({cpu}) reports arch {seen.get('arch')!r}")
+        log(f"  guest ({cpu}): {json.dumps(seen)}")
     return {
         "layout_version": LAYOUT_VERSION,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -248,162 +241,61 @@ def _build(work: Path, log: Log) -> dict:
         "security_mirror": security,
         "debs": debs,
         "wheels": wheels,
-        "verified": facts,
+        "verified": facts[DEFAULT_CPU],
+        "cpus": sorted(CPUS),
         "qemu": qemu_version(),
     }
 
 
 def _check_host_tools() -> None:
-    needs = {
-        "apt-get": "a Debian or Ubuntu host (apt) is needed to fetch the arm64 packages",
-        "dpkg-deb": "apt-get install dpkg",
-        "qemu-aarch64-static": "apt-get install qemu-user-static",
-    }
-    for tool, hint in needs.items():
-        if tool == "qemu-aarch64-static" and qemu_binary():
-            continue
-        if not shutil.which(tool):
-            raise TargetError(f"{tool} not found: {hint}")
-    if not DEBIAN_KEYRING.exists():  # e.g. an Ubuntu host: apt could not check Debian's lists
-        raise TargetError(f"{DEBIAN_KEYRING} not found: apt-get install debian-archive-keyring")
+    check_tools()
+    if not qemu_binary():
+        raise TargetError("qemu-aarch64-static not found: apt-get install qemu-user-static")
 
 
-def debian_mirrors(sources_dir: Path = Path("/etc/apt")) -> tuple[str, str]:
-    """The Debian archive and security mirrors this host's apt sources use (else deb.debian.org).
+def wheel_requirements() -> dict[str, str]:
+    """pip requirement -> its fallback, for numpy and each runtime's `device_requirement`.
 
-    Only the URIs are taken: the suite is always bookworm, the one with Python 3.11.
+    An unpinned one asks for the host's version, so native and emulated runs use the same
+    runtime, and falls back to the newest when that version has no aarch64 wheel. A declared
+    pin (openvino's) is the device's own and has no fallback.
     """
-    mirror = security = None
-    for uri, suites in _apt_source_entries(sources_dir):
-        is_security = "debian-security" in uri or any(s.endswith("-security") for s in suites)
-        if is_security and security is None:
-            security = uri
-        elif not is_security and mirror is None and re.search(r"/debian(/|$)", uri):
-            mirror = uri
-    return (mirror or DEFAULT_MIRROR).rstrip("/"), (security or DEFAULT_SECURITY_MIRROR).rstrip("/")
+    from edgebench.runtimes import RUNTIMES
 
-
-def _apt_source_entries(sources_dir: Path) -> Iterator[tuple[str, list[str]]]:
-    """(uri, suites) of each enabled `deb` source, from sources.list and sources.list.d."""
-    one_line = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*.list"))]
-    for path in one_line:
+    wanted = {}
+    for req in (*BASE_WHEELS, *(rt.device_requirement for _, rt in RUNTIMES.items())):
         try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            words = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
-            if len(words) >= 3 and words[0] == "deb":
-                yield words[1], [words[2]]
-    for path in sorted((sources_dir / "sources.list.d").glob("*.sources")):
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for block in re.split(r"\n\s*\n", text):
-            fields: dict[str, str] = {}
-            for line in block.splitlines():
-                if ":" in line and not line.startswith(("#", " ", "\t")):
-                    key, value = line.split(":", 1)
-                    fields[key.strip().lower()] = value.strip()
-            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
-                for uri in fields.get("uris", "").split():
-                    yield uri, fields.get("suites", "").split()
-
-
-def _apt_config(apt_dir: Path, mirror: str, security: str) -> dict:
-    """An environment whose APT_CONFIG points apt at its own arm64-only state under apt_dir.
-
-    The host's apt state, sources and config parts are left alone (no root needed for them).
-    """
-    for sub in ("state/lists/partial", "cache/archives/partial", "etc/apt.conf.d",
-                "etc/preferences.d", "etc/sources.list.d", "log"):
-        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
-    (apt_dir / "state" / "status").write_text("")  # nothing installed: the full closure
-    signed = f" [signed-by={DEBIAN_KEYRING}]"
-    (apt_dir / "etc" / "sources.list").write_text(
-        f"deb{signed} {mirror} {SUITE} main\n"
-        f"deb{signed} {mirror} {SUITE}-updates main\n"
-        f"deb{signed} {security} {SUITE}-security main\n"
-    )
-    conf = apt_dir / "apt.conf"
-    conf.write_text(
-        'APT::Architecture "arm64";\n'
-        'APT::Architectures { "arm64"; };\n'
-        'APT::Install-Recommends "false";\n'
-        'APT::Sandbox::User "root";\n'  # the _apt user cannot write into our temp folder
-        f'Dir::State "{apt_dir}/state";\n'
-        f'Dir::State::status "{apt_dir}/state/status";\n'
-        f'Dir::Cache "{apt_dir}/cache";\n'
-        f'Dir::Log "{apt_dir}/log";\n'
-        f'Dir::Etc::SourceList "{apt_dir}/etc/sources.list";\n'
-        f'Dir::Etc::SourceParts "{apt_dir}/etc/sources.list.d";\n'
-        f'Dir::Etc::Parts "{apt_dir}/etc/apt.conf.d";\n'
-        f'Dir::Etc::Preferences "{apt_dir}/etc/preferences";\n'
-        f'Dir::Etc::PreferencesParts "{apt_dir}/etc/preferences.d";\n'
-        'Debug::NoLocking "true";\n'
-    )
-    return {**os.environ, "APT_CONFIG": str(conf), "DEBIAN_FRONTEND": "noninteractive"}
-
-
-def _closure(apt_env: dict) -> dict[str, str]:
-    """name -> version of every package `apt-get install` would unpack into an empty system."""
-    out = _run(["apt-get", "install", "-s", "-q", *DEBIAN_PACKAGES], "apt-get install -s", env=apt_env)
-    debs = dict(re.findall(r"^Inst (\S+) \((\S+)", out, flags=re.M))
-    missing = [p for p in DEBIAN_PACKAGES if p not in debs]
-    if missing:
-        raise TargetError(f"apt found no arm64 {' '.join(missing)} in {SUITE}: {out[-300:]}")
-    return debs
-
-
-def _relativize_symlinks(rootfs: Path) -> None:
-    """Point absolute symlinks inside the tree at their target inside the tree.
-
-    The host kernel, not qemu, follows symlinks: `/lib/x -> /lib/y` would leave the rootfs.
-    """
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        for name in dirnames + filenames:
-            link = Path(dirpath) / name
-            if link.is_symlink() and os.readlink(link).startswith("/"):
-                target = rootfs / os.readlink(link).lstrip("/")
-                link.unlink()
-                link.symlink_to(os.path.relpath(target, link.parent))
-
-
-def _host_pins() -> dict[str, str]:
-    """The host's versions of the wheels, so native and emulated runs use the same runtime."""
-    pins = {}
-    for name in WHEELS:
-        try:
-            pins[name] = version(name)
+            pinned = req if re.search(r"[=<>!~]", req) else f"{req}=={version(req)}"
         except PackageNotFoundError:
-            pass
-    return pins
+            pinned = req
+        wanted[pinned] = req
+    return wanted
 
 
-def _install_wheels(wheel_dir: Path, site: Path, log: Log) -> dict[str, str]:
+def _install_wheels(wheel_dir: Path, site: Path, requirements: dict[str, str], log: Log) -> dict[str, str]:
     platform_args = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
                      "--abi", "cp311", *(a for tag in PLATFORM_TAGS for a in ("--platform", tag))]
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    pins = _host_pins()
-    wanted = [f"{name}=={pins[name]}" if name in pins else name for name in WHEELS]
+
+    def download(wanted) -> None:
+        run([*pip, "download", "-q", "--no-deps", *platform_args, "-d", str(wheel_dir), *wanted],
+            "pip download")
+
     try:
-        _run([*pip, "download", "-q", "--no-deps", *platform_args, "-d", str(wheel_dir), *wanted],
-             "pip download")
+        download(requirements)
     except TargetError as exc:
-        if not pins:
+        if list(requirements) == list(requirements.values()):
             raise
         # An aarch64 wheel of the host's exact version may not exist: take the newest instead.
         log(f"  no aarch64 wheels for the host's versions ({exc}); taking the newest")
         shutil.rmtree(wheel_dir, ignore_errors=True)
-        _run([*pip, "download", "-q", "--no-deps", *platform_args, "-d", str(wheel_dir), *WHEELS],
-             "pip download")
+        download(requirements.values())
     files = sorted(wheel_dir.glob("*.whl"))
     # pip compiles with the host's Python: bytecode of another version would be dead weight.
     compile_flag = [] if sys.version_info[:2] == (3, 11) else ["--no-compile"]
-    _run([*pip, "install", "-q", "--no-deps", "--no-index", "--no-warn-script-location",
-          *compile_flag, *platform_args, "--target", str(site), *map(str, files)],
-         "pip install --target")
+    run([*pip, "install", "-q", "--no-deps", "--no-index", "--no-warn-script-location",
+         *compile_flag, *platform_args, "--target", str(site), *map(str, files)],
+        "pip install --target")
     installed = {f.name.split("-")[0].replace("_", "-"): f.name.split("-")[1] for f in files}
     log("  " + ", ".join(f"{n} {v}" for n, v in installed.items()))
     return installed
@@ -421,17 +313,6 @@ def _compile_stdlib(rootfs: Path, log: Log) -> None:
         log(f"  compileall reported errors (ignored): {proc.stdout.strip()[-200:]}")
 
 
-def _fake_cpu_files(rootfs: Path) -> None:
-    proc = rootfs / "proc"
-    proc.mkdir(exist_ok=True)
-    cores = "\n".join(FAKE_CPUINFO_CORE.format(n=n) for n in range(FAKE_CPUS))
-    (proc / "cpuinfo").write_text(cores + "\n" + FAKE_CPUINFO_TAIL)
-    cpu = rootfs / "sys/devices/system/cpu"
-    cpu.mkdir(parents=True, exist_ok=True)
-    for name in ("possible", "present"):
-        (cpu / name).write_text(f"0-{FAKE_CPUS - 1}\n")
-
-
 def qemu_version() -> str | None:
     qemu = qemu_binary()
     if not qemu:
@@ -442,14 +323,6 @@ def qemu_version() -> str | None:
         return None
     match = re.search(r"version (\S+)", out)
     return match.group(1) if match else None
-
-
-def _run(argv: list[str], what: str, env: dict | None = None, cwd: Path | None = None) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-        raise TargetError(f"{what} failed (exit {proc.returncode}): {tail}")
-    return proc.stdout
 
 
 def _tree_size(path: Path) -> int:
