@@ -47,8 +47,8 @@ class Format:
 
 
 FORMATS = {
-    "onnx": Format("onnx", ".onnx", "edgebench.export:export_onnx", "edgebench.precision:inspect_onnx"),
-    "tflite": Format("tflite", ".tflite", "edgebench.export_tflite:export_tflite", "edgebench.precision:inspect_tflite"),
+    "onnx": Format("onnx", ".onnx", "edgebench.export:export_onnx", "edgebench.precision_onnx:inspect_onnx"),
+    "tflite": Format("tflite", ".tflite", "edgebench.export_tflite:export_tflite", "edgebench.precision_tflite:inspect_tflite"),
 }
 
 
