@@ -76,7 +76,7 @@ def test_missing_model_file_is_an_error_document(tiny_onnx, tmp_path):
 def test_missing_runtime_says_unavailable_and_how_to_install(tiny_onnx, tmp_path):
     model, data = tiny_onnx
     # A Python in which onnxruntime cannot be imported, as on a device without it.
-    code = (f"import sys, runpy; sys.modules['onnxruntime'] = None; sys.path.insert(0, {str(RUNNER_PATH.parent)!r}); "
+    code = (f"import sys, runpy; sys.modules['onnxruntime'] = None; "
             f"sys.argv = ['runner', '--model', {str(model)!r}, '--data', {str(data)!r}, '--runtime', 'onnxruntime']; "
             f"runpy.run_path({str(RUNNER_PATH)!r}, run_name='__main__')")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -43,6 +43,7 @@ if __package__:
         wait_until_cool,
     )
 else:  # run as a script on a device: the helpers are staged beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when started by runpy
     from runner_facts import (
         machine_facts,
         peak_rss_mb,
