@@ -131,6 +131,9 @@ class ModelConfig:
             require(Path(self.weights).expanduser().is_file(), f"weights = {self.weights!r}: file not found")
 
 
+# The model names edgebench.models registers (tests/test_structure.py checks they agree): here,
+# so that an experiment naming one is validated without importing torch.
+BUILTIN_MODELS = ("demo_cnn", "mobilenet", "shufflenet", "resnet")
 BUILTIN_SOURCES = ("digits", "cluttered-digits")
 NORMALIZE_KINDS = ("none", "standardize")
 

@@ -18,7 +18,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from edgebench.compress import StepContext, method
-from edgebench.config import require
+from edgebench.config import BUILTIN_MODELS, require
+from edgebench.errors import did_you_mean
 
 
 @method("compact")
@@ -40,12 +41,9 @@ class Compact:
         require(self.temperature > 0, "temperature must be positive")
         require(0 <= self.alpha <= 1, "alpha must be between 0 and 1")
         if ":" not in self.arch:  # a factory path is checked when the step runs
-            from edgebench.errors import did_you_mean
-            from edgebench.models import MODELS
-
             require(
-                self.arch in MODELS,
-                f"arch = {self.arch!r} is not a model{did_you_mean(self.arch, MODELS)}",
+                self.arch in BUILTIN_MODELS,
+                f"arch = {self.arch!r} is not a model{did_you_mean(self.arch, BUILTIN_MODELS)}",
             )
 
     def companions(self, variant) -> list[tuple[str, tuple]]:
