@@ -1,8 +1,7 @@
 """A real OpenSSH server on 127.0.0.1 for tests: the SSH target runs against it as a "device".
 
     with loopback_sshd(tmp_path) as server:
-        profile = load_profile(server.write_profile(tmp_path / "pi.toml"))
-        target = SshTarget(profile)
+        target = open_target(load_profile(server.write_profile(tmp_path / "pi.toml")))
 
 Or take the module-scoped `sshd` pytest fixture. Host and client keys are throw-away keys made
 by ssh-keygen in a temp dir; the client trusts the host key through its own known_hosts file,
@@ -50,8 +49,11 @@ class LoopbackSshd:
         return [f"UserKnownHostsFile={self.known_hosts}", "GlobalKnownHostsFile=/dev/null"]
 
     def write_profile(self, path: str | Path, **overrides: object) -> Path:
-        """Write a TargetProfile TOML that reaches this server; keys in `overrides` win."""
-        table: dict[str, object] = {
+        """Write a target profile that reaches this server; keys in `overrides` win. They are
+        given flat (`python=...`, `cooldown_s=...`) and land in their tables ([host], [measure])."""
+        from edgebench.targets.profile import from_flat
+
+        flat: dict[str, object] = {
             "name": Path(path).stem,
             "transport": "ssh",
             "host": self.host,
@@ -65,16 +67,21 @@ class LoopbackSshd:
             "connect_timeout_s": 5.0,
             "remote_dir": str(self.workdir / "remote cache"),
         }
-        table.update(overrides)
+        flat.update(overrides)
         path = Path(path)
-        path.write_text(_toml(table))
+        path.write_text(_toml(from_flat(flat)))
         return path
 
 
 def _toml(table: dict) -> str:
-    """A flat TOML document; JSON strings are valid TOML basic strings for these values."""
+    """A TOML document of scalars, lists and one level of tables; JSON strings are valid TOML
+    basic strings for these values."""
     lines = []
-    for key, value in table.items():
+    for key, value in sorted(table.items(), key=lambda item: isinstance(item[1], dict)):
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines.extend(_toml(value).splitlines())
+            continue
         if value is None:
             continue
         if isinstance(value, (list, tuple)):

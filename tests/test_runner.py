@@ -11,7 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.targets import RUNNER_PATH, RunOptions, load_profile, open_target
+from edgebench.measure import Measure
+from edgebench.runtimes import DEVICE_DIR
+from edgebench.targets import load_profile, open_target
+
+RUNNER_PATH = DEVICE_DIR / "runner.py"
 
 STDLIB = set(sys.stdlib_module_names)
 
@@ -62,7 +66,7 @@ def test_runner_measures_and_scores(tiny_onnx):
 
 def test_local_target_reports_the_runners_own_peak_rss(tiny_onnx):
     model, data = tiny_onnx
-    result = open_target(load_profile("local")).measure(model, data, "onnxruntime", RunOptions(min_runs=5, min_seconds=0))
+    result = open_target(load_profile("local")).measure(model, data, "onnxruntime", Measure(min_runs=5, min_seconds=0))
     assert result["status"] == "ok"
     assert 10 < result["peak_rss_mb"] < 2000
 
@@ -87,7 +91,7 @@ def test_missing_runtime_says_unavailable_and_how_to_install(tiny_onnx, tmp_path
 
 def test_timeout_becomes_an_error(tiny_onnx):
     model, data = tiny_onnx
-    options = RunOptions(min_runs=10**9, min_seconds=100, max_seconds=100, timeout_s=2)
+    options = Measure(min_runs=10**9, min_seconds=100, max_seconds=100, timeout_s=2)
     result = open_target(load_profile("local")).measure(model, data, "onnxruntime", options)
     assert result["status"] == "error" and "timed out after 2 s" in result["error"]
 
@@ -167,12 +171,26 @@ def test_the_runner_waits_until_the_device_is_cool(tmp_path, monkeypatch):
     assert runner.wait_until_cool(60.0, 1)["why"].startswith("cannot wait")
 
 
-def test_a_profiles_max_temp_reaches_the_runner(tmp_path):
+@pytest.mark.parametrize("text", [
+    '[host]\ntransport = "ssh"\nhost = "pi.example"\n[measure]\nmax_temp_c = 60\n',
+    'transport = "ssh"\nhost = "pi.example"\nmax_temp_c = 60\n',  # the older flat form still loads
+])
+def test_a_profiles_max_temp_reaches_the_runner(tmp_path, text):
     profile = tmp_path / "pi.toml"
-    profile.write_text('name = "pi"\ntransport = "ssh"\nhost = "pi.example"\nmax_temp_c = 60\n')
-    args = RunOptions().for_target(load_profile(profile)).runner_args()
+    profile.write_text(f'name = "pi"\n{text}')
+    args = Measure().for_target(load_profile(profile)).runner_args()
     assert args[args.index("--max-temp-c") + 1] == "60.0" and "--cool-timeout-s" in args
-    assert "--max-temp-c" not in RunOptions().for_target(load_profile("local")).runner_args()
+    assert "--max-temp-c" not in Measure().for_target(load_profile("local")).runner_args()
+
+
+def test_the_runners_defaults_are_the_measurement_defaults():
+    from edgebench.device.runner import parse_args
+
+    args = vars(parse_args(["--model", "m", "--data", "d", "--runtime", "onnxruntime"]))
+    expected = Measure()
+    for key in ("threads", "warmup", "min_runs", "min_seconds", "max_seconds", "cool_timeout_s"):
+        assert args[key] == getattr(expected, key), key
+    assert args["limit"] == expected.eval_limit and not args["no_eval"] == expected.evaluate
 
 
 def test_ab_mode_times_two_artifacts_interleaved_in_one_process(tiny_onnx, tmp_path):
@@ -193,7 +211,7 @@ def test_ab_mode_times_two_artifacts_interleaved_in_one_process(tiny_onnx, tmp_p
     slow = tmp_path / "slow.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), slow)
     result = open_target(load_profile("local")).measure(
-        model, data, "onnxruntime", RunOptions(min_runs=50, min_seconds=0.05, evaluate=False), compare=(slow, data))
+        model, data, "onnxruntime", Measure(min_runs=50, min_seconds=0.05, evaluate=False), compare=(slow, data))
     assert result["status"] == "ok"
     fast, slower = result["latency_samples_ms"], result["compare_samples_ms"]
     assert len(fast) >= 50 and len(slower) >= 50

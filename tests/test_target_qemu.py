@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.targets import RunOptions, load_profile, open_target, qemu_rootfs
-from edgebench.targets.local import LocalTarget
-from edgebench.targets.qemu import QemuTarget
+from edgebench.hosts.qemu import QemuHost, QemuSettings
+from edgebench.measure import Measure
+from edgebench.targets import Target, TargetProfile, load_profile, open_target, qemu_rootfs
 
 pytestmark = pytest.mark.qemu
 N_INPUTS = 48
@@ -57,12 +57,16 @@ def tiny(tmp_path_factory) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def qemu_target(rootfs) -> QemuTarget:
-    return QemuTarget(dataclasses.replace(load_profile("qemu-aarch64"), rootfs=str(rootfs)))
+def qemu_target(rootfs) -> Target:
+    return open_target(with_rootfs(load_profile("qemu-aarch64"), rootfs))
 
 
-def _options(target) -> RunOptions:
-    return RunOptions(timeout_s=300).for_target(target.profile)
+def with_rootfs(profile: TargetProfile, rootfs: Path) -> TargetProfile:
+    return dataclasses.replace(profile, host=dataclasses.replace(profile.host, rootfs=str(rootfs)))
+
+
+def _options(target) -> Measure:
+    return Measure(timeout_s=300).for_target(target.profile)
 
 
 def _logits(result: dict) -> np.ndarray:
@@ -70,17 +74,17 @@ def _logits(result: dict) -> np.ndarray:
     return raw.reshape(result["logits_shape"])
 
 
-def _same_as_native(artifact: Path, data: Path, runtime: str, qemu_target: QemuTarget) -> dict:
+def _same_as_native(artifact: Path, data: Path, runtime: str, qemu_target: Target) -> dict:
     emulated = qemu_target.measure(artifact, data, runtime, _options(qemu_target))
     assert emulated["status"] == "ok", emulated.get("error")
     assert emulated["emulated"] is True
     assert emulated["machine"]["arch"] == "aarch64"  # the runner's own platform.machine()
     assert emulated["runtime"] == runtime and emulated["n_eval"] == N_INPUTS
-    assert len(emulated["latency_samples_ms"]) >= qemu_target.profile.min_runs
+    assert len(emulated["latency_samples_ms"]) >= _options(qemu_target).min_runs
     # The runner's VmHWM, not wait4 (which carries this torch-laden pytest process's peak).
     assert 10 < emulated["peak_rss_mb"] < 400
 
-    local = LocalTarget(load_profile("local"))
+    local = open_target(load_profile("local"))
     native = local.measure(artifact, data, runtime, _options(local))
     assert native["status"] == "ok", native.get("error")
     assert 0.1 < native["accuracy"] < 1.0
@@ -109,7 +113,7 @@ def test_onnx_on_aarch64_matches_native(tiny, qemu_target):
     torch.onnx.export(model, (x[:1],), str(path), dynamo=True, external_data=False,
                       dynamic_shapes=({0: batch},), verbose=False)  # fmt: skip
     result = _same_as_native(path, data, "onnxruntime", qemu_target)
-    assert result["runtime_version"] == qemu_rootfs.read_stamp(qemu_target.rootfs())["wheels"]["onnxruntime"]
+    assert result["runtime_version"] == qemu_rootfs.read_stamp(qemu_target.host.rootfs())["wheels"]["onnxruntime"]
 
 
 def test_tflite_on_aarch64_matches_native(tiny, qemu_target):
@@ -129,8 +133,7 @@ def test_check_reports_versions_under_emulation(qemu_target):
 
 
 def test_wrong_rootfs_is_a_clear_problem_not_a_crash(tmp_path, tiny, qemu_target):
-    profile = dataclasses.replace(qemu_target.profile, rootfs=str(tmp_path / "no-rootfs"))
-    target = QemuTarget(profile)
+    target = open_target(with_rootfs(qemu_target.profile, tmp_path / "no-rootfs"))
     status = target.check()
     assert not status.reachable
     assert len(status.problems) == 1
@@ -156,7 +159,7 @@ def test_missing_qemu_is_reported_with_what_to_install(monkeypatch, tiny, qemu_t
 
 def test_registry_opens_the_profile_as_a_qemu_target():
     target = open_target(load_profile("qemu-aarch64"))
-    assert isinstance(target, QemuTarget)
+    assert isinstance(target.host, QemuHost)
     assert target.profile.emulated and target.profile.transport == "qemu"
     assert target.profile.power.active_w > 0 and "emulated" in target.profile.power.source
 
@@ -194,19 +197,31 @@ def test_prepare_never_replaces_a_folder_it_did_not_build(tmp_path):
 
 
 def test_host_paths_shadowed_by_the_rootfs_are_copied_out(tmp_path):
-    from edgebench.targets.qemu import _host_visible
-
     # qemu -L would open ROOTFS/<path> instead of the host's <path> when both exist.
-    model = tmp_path / "model.onnx"
-    model.write_bytes(b"host bytes")
-    fake_rootfs, spare = tmp_path / "rootfs", tmp_path / "spare"
-    spare.mkdir()
-    assert _host_visible(model, fake_rootfs, spare) == model.resolve()
-    twin = fake_rootfs / str(model.resolve()).lstrip("/")
-    twin.parent.mkdir(parents=True)
-    twin.write_bytes(b"rootfs bytes")
-    seen = _host_visible(model, fake_rootfs, spare)
-    assert seen.parent == spare and seen.read_bytes() == b"host bytes"
+    folder = tmp_path / "device"
+    folder.mkdir()
+    model, runner, facts = folder / "model.onnx", folder / "runner.py", folder / "runner_facts.py"
+    for path in (model, runner, facts):
+        path.write_bytes(b"host bytes of " + path.name.encode())
+    fake_rootfs = tmp_path / "rootfs"
+    host = QemuHost(QemuSettings(rootfs=str(fake_rootfs)))
+    try:
+        assert host.stage([model]) == [str(model.resolve())]
+        assert host.stage_bundle([runner, facts]) == [str(runner.resolve()), str(facts.resolve())]
+        for path in (model, facts):  # the model, and one file of the bundle, shadowed
+            twin = fake_rootfs / str(path.resolve()).lstrip("/")
+            twin.parent.mkdir(parents=True, exist_ok=True)
+            twin.write_bytes(b"rootfs bytes")
+        [seen] = host.stage([model])
+        assert Path(seen).read_bytes() == b"host bytes of model.onnx" and Path(seen) != model.resolve()
+        # The runner imports its siblings from its own folder: the whole bundle moves together.
+        bundle = [Path(p) for p in host.stage_bundle([runner, facts])]
+        assert bundle[0].parent == bundle[1].parent != folder.resolve()
+        assert [p.name for p in bundle] == ["runner.py", "runner_facts.py"]
+        assert bundle[1].read_bytes() == b"host bytes of runner_facts.py"
+    finally:
+        host.close()
+    assert not Path(seen).exists()  # close() removes the copies
 
 
 def test_apt_sources_give_the_hosts_debian_mirror(tmp_path):

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.targets import RunOptions, load_profile, open_target
-from edgebench.targets.local import LocalTarget
-from edgebench.targets.ssh import SshTarget, remote_word
+from edgebench.hosts.ssh import SshHost, remote_word
+from edgebench.measure import Measure
+from edgebench.targets import Target, load_profile, open_target
 
 try:  # tests/ is on sys.path when it is not a package (pytest's default rootdir layout)
     from sshd import LoopbackSshd, free_port, loopback_sshd, make_key
@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - if tests/ becomes a package
 
 pytestmark = pytest.mark.ssh
 
-FAST = RunOptions(threads=1, warmup=2, min_runs=5, min_seconds=0.0, max_seconds=2.0, timeout_s=60)
+FAST = Measure(threads=1, warmup=2, min_runs=5, min_seconds=0.0, max_seconds=2.0, timeout_s=60)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "model.onnx", folder / "inputs.npz"
 
 
-def open_ssh(server: LoopbackSshd, tmp_path: Path, **overrides: object) -> SshTarget:
-    return SshTarget(load_profile(server.write_profile(tmp_path / "pi.toml", **overrides)))
+def open_ssh(server: LoopbackSshd, tmp_path: Path, **overrides: object) -> Target:
+    return open_target(load_profile(server.write_profile(tmp_path / "pi.toml", **overrides)))
 
 
 def test_measure_matches_local_and_second_run_uploads_nothing(server, model, tmp_path):
@@ -74,11 +74,11 @@ def test_measure_matches_local_and_second_run_uploads_nothing(server, model, tmp
         assert len(first["latency_samples_ms"]) >= FAST.min_runs
         assert all(s > 0 for s in first["latency_samples_ms"])
         assert first["peak_rss_mb"] > 10  # the runner's own VmHWM: numpy + onnxruntime loaded
-        local = LocalTarget(load_profile(tmp_path / "pi.toml")).measure(artifact, data, "onnxruntime", FAST)
+        local = open_target(load_profile("local")).measure(artifact, data, "onnxruntime", FAST)
         assert first["accuracy"] == local["accuracy"]
         assert first["logits_b64"] == local["logits_b64"]
         sent = [artifact.stat().st_size, data.stat().st_size]
-        assert target.uploads["files"] == 3  # runner, model, inputs
+        assert target.uploads["files"] == 5  # the runner bundle (3 files), model, inputs
         assert target.uploads["bytes"] > sum(sent)
 
         before = dict(target.uploads)
@@ -95,12 +95,15 @@ def test_measure_matches_local_and_second_run_uploads_nothing(server, model, tmp
     finally:
         again.close()
     blobs = sorted(p.suffix for p in (server.workdir / "remote cache" / "blobs").iterdir())
-    assert blobs == [".npz", ".onnx", ".py"]  # no half-written .part files left behind
+    assert blobs == [".npz", ".onnx"]  # no half-written .part files left behind
+    [runner] = (server.workdir / "remote cache" / "runners").iterdir()  # one bundle, whole
+    assert runner.name.startswith("runner-")
+    assert sorted(p.name for p in runner.glob("*.py")) == ["rt_onnxruntime.py", "runner.py", "runner_facts.py"]
 
 
 def test_check_lists_runtimes_and_machine(server, tmp_path):
     target = open_target(load_profile(server.write_profile(tmp_path / "pi.toml")))
-    assert isinstance(target, SshTarget)  # the registry knows the ssh transport
+    assert isinstance(target.host, SshHost)  # the host registry knows the ssh transport
     try:
         status = target.check()
     finally:
@@ -117,7 +120,7 @@ def test_check_lists_runtimes_and_machine(server, tmp_path):
 def test_connection_is_shared_and_closed(server, model, tmp_path):
     target = open_ssh(server, tmp_path)
     target.check()
-    socket_dir = Path(target._control_dir)
+    socket_dir = Path(target.host._control_dir)
     assert any(p.is_socket() for p in socket_dir.iterdir())  # one ControlMaster for the host
     started = time.monotonic()
     assert target.check().reachable
@@ -223,7 +226,7 @@ def test_missing_numpy_on_the_device(server, model, tmp_path):
 
 
 def test_run_timeout(server, model, tmp_path):
-    slow = RunOptions(threads=1, warmup=0, min_runs=10**9, min_seconds=60, max_seconds=60, timeout_s=2)
+    slow = Measure(threads=1, warmup=0, min_runs=10**9, min_seconds=60, max_seconds=60, timeout_s=2)
     target = open_ssh(server, tmp_path)
     try:
         started = time.monotonic()
@@ -237,10 +240,11 @@ def test_run_timeout(server, model, tmp_path):
 
 def test_cooldown_between_runs(server, model, tmp_path):
     target = open_ssh(server, tmp_path, cooldown_s=1.5)
+    options = FAST.for_target(target.profile)  # the profile's [measure] cooldown_s
     try:
-        target.measure(*model, "onnxruntime", FAST)
+        target.measure(*model, "onnxruntime", options)
         ended = time.monotonic()
-        target.measure(*model, "onnxruntime", FAST)
+        target.measure(*model, "onnxruntime", options)
         assert time.monotonic() - ended >= 1.5
     finally:
         target.close()
@@ -255,7 +259,8 @@ def test_remote_dir_with_spaces_and_quotes(server, model, tmp_path, folder):
     finally:
         target.close()
     assert result["status"] == "ok", result.get("error")
-    assert len(list((remote / "blobs").iterdir())) == 3  # the literal path, nothing expanded
+    assert len(list((remote / "blobs").iterdir())) == 2  # the literal path, nothing expanded
+    assert len(list((remote / "runners").iterdir())) == 1
     assert not Path("pwned").exists() and not (Path.home() / "pwned").exists()
 
 

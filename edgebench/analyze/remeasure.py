@@ -112,25 +112,9 @@ def artifact(run_dir: Path, variant: str, fmt: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _known_keys(cls: type, table: dict, dropped: list[str]) -> dict:
-    """`table` without the keys `cls` does not have (a manifest from another edgebench version)."""
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for key, value in table.items():
-        if key not in fields:
-            dropped.append(key)
-        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            out[key] = _known_keys(hints[key], value, dropped)
-        else:
-            out[key] = value
-    return out
-
-
 def manifest_profiles(manifest: dict, notes: list[str]) -> dict[str, TargetProfile | str]:
     """TargetProfiles rebuilt from manifest["targets"] (name -> profile, or -> why not)."""
-    from edgebench.config import build
-    from edgebench.targets import TargetProfile
+    from edgebench.targets import profile_from_table
 
     out: dict[str, TargetProfile | str] = {}
     for table in manifest.get("targets") or []:
@@ -138,8 +122,7 @@ def manifest_profiles(manifest: dict, notes: list[str]) -> dict[str, TargetProfi
             continue
         dropped: list[str] = []
         try:
-            out[table["name"]] = build(TargetProfile, _known_keys(TargetProfile, table, dropped),
-                                       f"target {table['name']!r} of the run's manifest")
+            out[table["name"]] = profile_from_table(table, f"target {table['name']!r} of the run's manifest", dropped)
         except EdgebenchError as exc:
             out[table["name"]] = f"its profile in the manifest is not usable ({exc})"
         if dropped:
@@ -159,7 +142,7 @@ def run_options(manifest: dict, profile: TargetProfile, seconds: float) -> RunOp
                       timeout_s=float(run.get("timeout_s") or defaults.timeout_s))
     options = base.for_target(profile)
     return dataclasses.replace(options, min_runs=MIN_RUNS, min_seconds=2 * seconds, max_seconds=max(10.0, 40 * seconds),
-                               limit=0, rounds=1, evaluate=False)
+                               eval_limit=0, rounds=1, evaluate=False)
 
 
 def _usable(profile: TargetProfile, runtime: str, cache: dict[str, TargetStatus | str]) -> str | None:

@@ -86,7 +86,9 @@ def import_runtime(adapter):
     try:
         return adapter.import_runtime()
     except ImportError as exc:
-        raise Unavailable(f"{exc.name or 'the runtime'} is not installed ({adapter.INSTALL_HINT})") from exc
+        # A broken install's ImportError may name no module: then the runtime's own name.
+        name = exc.name or adapter.__name__.rpartition("rt_")[2]
+        raise Unavailable(f"{name} is not installed ({adapter.INSTALL_HINT})") from exc
 
 
 def open_model(adapter, path: str, threads: int, options: dict):
@@ -308,7 +310,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--min-runs", type=int, default=200)
     p.add_argument("--min-seconds", type=float, default=1.0)
-    p.add_argument("--max-seconds", type=float, default=60.0)
+    # Defaults: edgebench.measure.Measure (tests/test_runner.py checks that they agree).
+    p.add_argument("--max-seconds", type=float, default=30.0)
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N inputs")
     p.add_argument("--no-eval", action="store_true", help="latency only: skip predicting every input")
     p.add_argument("--max-temp-c", type=float, default=0.0,

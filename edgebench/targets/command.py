@@ -34,11 +34,11 @@ def main(args) -> int:
         return 0
     if args.prepare:
         target = open_target(load_profile(args.prepare))
-        prepare = getattr(target, "prepare", None)
-        if prepare is None:
-            print(f"{args.prepare}: nothing to prepare")
-            return 0
-        prepare(log=Log(quiet=args.quiet))
+        try:
+            if target.prepare(log=Log(quiet=args.quiet)) is None:  # hosts with nothing to build
+                print(f"{args.prepare}: nothing to prepare")
+        finally:
+            target.close()
         return 0
     if args.names:
         profiles = [load_profile(p) for p in args.names if not Path(p).is_dir()]

@@ -1,0 +1,163 @@
+"""Hosts: the ways of reaching a device. One module each (local, qemu, ssh), one registry.
+
+A Host knows only how to get ready, put files where a process there can read them, and start
+a process; what is measured and how its output is read is written once on top of it
+(`edgebench.targets.target`). Each host module declares its `[host]` settings (a frozen
+dataclass, the profile's `[host]` table) and registers its class in `HOSTS`.
+
+    >>> from edgebench.hosts import HOSTS
+    >>> host = HOSTS.get("local")(HOSTS.get("local").Settings())
+    >>> [remote] = host.stage([Path("inputs.npz")])           # content-addressed, atomic
+    >>> host.run([host.python, "-c", "print(1)"], env={}, timeout_s=10).stdout
+    '1\\n'
+    >>> host.close()
+
+The contract every host keeps (tests/hosts/test_hosts.py loops over the registry):
+
+- `prepare(log)` makes the host usable once (qemu builds its rootfs); `needs_prepare()` says
+  whether that is still to do; `unavailable()` says, without connecting, why it cannot run now.
+- `stage(files)` returns, in order, paths a process started by `run` reads the files by; a
+  file travels once (its name there is its sha256) and only whole files count: an interrupted
+  upload is never taken for a staged file. `stage_bundle(files)` puts files together, under
+  their own names, into one directory named after their content (the runner and its modules).
+- `run(argv, env, timeout_s, cpus)` starts argv there (argv[0] is a program there, usually
+  `host.python`) with `env` added to its environment, pinned to `cpus` if given; the process is
+  killed at `timeout_s`. It returns a `Completed`.
+- `probe(wanted)` returns facts about the machine and which of `wanted` imports there.
+- `close()` frees what the host holds (a connection, spare copies); safe to call twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from edgebench.registry import Registry
+
+# The table: one module per way of reaching a device; importing it registers its Host.
+HOSTS = Registry("host", modules=(
+    "edgebench.hosts.local",
+    "edgebench.hosts.qemu",
+    "edgebench.hosts.ssh",
+))  # fmt: skip
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """A profile's `[host]` table; each host module subclasses it with its own keys."""
+
+    transport: str = "local"
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a process started by `Host.run` left: exit status, output, and how it ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    peak_rss_mb: float | None = None  # the child's ru_maxrss where the host can read it
+
+
+class Host(Protocol):
+    Settings: ClassVar[type[HostSettings]]
+    settings: HostSettings
+    python: str  # the command that starts Python there
+    arch: str | None  # the machine a process there must report (qemu: "aarch64"), None: any
+    place: str  # where, for messages: "on 127.0.0.1", "under qemu", "" for this machine
+
+    def unavailable(self) -> str | None: ...
+    def needs_prepare(self) -> bool: ...
+    def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> None: ...
+    def stage(self, files: Sequence[Path]) -> list[str]: ...
+    def stage_bundle(self, files: Sequence[Path]) -> list[str]: ...
+    def run(self, argv: list[str], env: dict[str, str], timeout_s: float, cpus: str | None = None) -> Completed: ...
+    def probe(self, wanted: dict[str, tuple[str, str]]) -> dict: ...
+    def install_hint(self, requirements: list[str], runtime_hint: str = "") -> str: ...
+    def explain(self, done: Completed) -> str | None: ...
+    def close(self) -> None: ...
+
+
+def open_host(settings: HostSettings, where: str = "the profile") -> Host:
+    """The Host for a profile's `[host]` settings; `where` names the profile in messages."""
+    return HOSTS.get(settings.transport)(settings, where=where)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that pins the math libraries' thread pools (read at their import)."""
+    return dict.fromkeys(THREAD_VARIABLES, str(threads))
+
+
+class Digests:
+    """sha256 of local files, remembered by (path, size, mtime): a re-run hashes nothing twice."""
+
+    def __init__(self):
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def __call__(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._known:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            self._known[key] = h.hexdigest()
+        return self._known[key]
+
+    def bundle(self, files: Sequence[Path]) -> str:
+        """One digest for files staged together: their names and contents, in order."""
+        return hashlib.sha256(json.dumps([[f.name, self(f)] for f in files]).encode()).hexdigest()
+
+
+def blob_name(path: Path, digest: str) -> str:
+    """`<sha256><suffix>`: the suffix is kept (runtimes and people read it), never trusted as shell text."""
+    suffix = "".join(c for c in path.suffix if c.isalnum() or c == ".")[:16]
+    return f"{digest}{suffix}"
+
+
+def bundle_name(digest: str) -> str:
+    return f"runner-{digest[:32]}"
+
+
+def copy_into(folder: Path, files: Sequence[Path], digests: Digests, bundle: bool = False) -> list[Path]:
+    """Local copies of `files` under `folder`, content-addressed and atomic (write, then rename).
+
+    Plain files become `<sha256><suffix>`; a bundle becomes `runner-<digest>/<name>` for each
+    file, the directory renamed into place only once every file is in it.
+    """
+    if bundle:
+        final = folder / bundle_name(digests.bundle(files))
+        if not final.is_dir():
+            part = folder / f".{final.name}.part-{os.getpid()}"
+            part.mkdir(parents=True, exist_ok=True)
+            for f in files:
+                (part / f.name).write_bytes(f.read_bytes())
+            try:
+                part.rename(final)
+            except OSError:  # another process put the same bundle there first
+                _remove(part)
+        return [final / f.name for f in files]
+    out = []
+    for f in files:
+        final = folder / blob_name(f, digests(f))
+        if not final.is_file():
+            part = folder / f".{final.name}.part-{os.getpid()}"
+            part.write_bytes(f.read_bytes())
+            part.replace(final)
+        out.append(final)
+    return out
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
