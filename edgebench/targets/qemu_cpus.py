@@ -12,13 +12,17 @@ DEFAULT_CPU's files, and each core of `CPUS` gets a *view*: `ROOTFS/.cpu/<name>/
 `proc` and `sys` are that core's and whose other top-level entries are symlinks into the tree.
 `guest_command(..., cpu="cortex-a76")` runs with `-L` on the A76's view.
 
-What reads them (measured, openvino 2026.4.1, onnxruntime 1.32, qemu 7.2): OpenVINO needs a
-midr_el1 file to exist but takes what it may run from AT_HWCAP: with the A72's MIDR on
-`-cpu cortex-a76`, int8 still ran (acl_I8) and fp32 still ran in f16; with the A76's MIDR on
-`-cpu cortex-a72`, int8 still failed to compile. pytorch/cpuinfo (XNNPACK, onnxruntime's
-MLAS) takes the micro-architecture from /proc/cpuinfo's MIDR fields (kernel tuning) and the
-ISA from AT_HWCAP (it also assumes the dot-product on a Cortex-A76 MIDR), so each core gets
-its own cpuinfo, with the Features line of the board it imitates.
+What reads them (measured here, openvino 2026.4.1, qemu 7.2, a small QDQ CNN): OpenVINO
+needs a midr_el1 file to exist and takes its precision choices from AT_HWCAP: on
+`-cpu cortex-a76` with the A72's MIDR and cpuinfo, fp32 still ran in f16 and int8 still ran
+(acl_I8), as with the A76's files. But the MIDR must match the core: the A76's MIDR on
+`-cpu cortex-a72` made the int8 model die with SIGILL (kernels chosen for a dot-product core
+executed on one without it). pytorch/cpuinfo (XNNPACK, onnxruntime) takes the
+micro-architecture from /proc/cpuinfo's MIDR fields and the ISA from AT_HWCAP (on a Cortex-A76
+MIDR it assumes the dot-product whatever the hwcaps say). Hence one view per core, each with
+its own MIDR and cpuinfo. The Features lines are the AT_HWCAP bits qemu 7.2 gives each `-cpu`
+(read from /proc/self/auxv under it), so the guest reads one story: qemu's A72 has the
+crypto extensions (aes pmull sha1 sha2) that a Pi 4's BCM2711 lacks.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ class Core:
     """One emulated core as Linux on its board describes it."""
 
     midr: int  # MIDR_EL1: implementer, variant, architecture, part, revision
-    features: str  # /proc/cpuinfo's Features line on the board
-    board: str
+    features: str  # /proc/cpuinfo's Features line
+    board: str  # the board with this core that a profile imitates
 
     def field(self, shift: int, bits: int) -> int:
         return (self.midr >> shift) & ((1 << bits) - 1)
@@ -48,15 +52,16 @@ class Core:
                 f"CPU revision\t: {self.field(0, 4)}\n")
         cores = "\n".join(f"processor\t: {n}\n{core}" for n in range(FAKE_CPUS))
         # The Hardware line keeps the runner's machine.cpu honest about where numbers come from.
-        return f"{cores}\nHardware\t: QEMU user-mode emulation ({name} cpuinfo, edgebench rootfs)\n"
+        return (f"{cores}\nHardware\t: QEMU user-mode emulation ({name} cpuinfo, the core of a "
+                f"{self.board}; edgebench rootfs)\n")
 
 
-# The qemu -cpu names of the cores edgebench's profiles emulate. Features: the boards' own
-# /proc/cpuinfo (a Pi 4's BCM2711 has no crypto extensions; a Pi 5's BCM2712 has them).
+# The qemu -cpu names of the cores edgebench's profiles emulate: MIDR_EL1 of the real core,
+# Features = the AT_HWCAP bits qemu-aarch64 7.2 sets for that -cpu (measured: 0x8fb, 0x119ffb).
 CPUS = {
-    "cortex-a72": Core(0x410FD083, "fp asimd evtstrm crc32 cpuid", "Raspberry Pi 4"),
-    "cortex-a76": Core(0x414FD0B1, "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
-                       "asimdhp cpuid asimdrdm lrcpc dcpop asimddp", "Raspberry Pi 5"),
+    "cortex-a72": Core(0x410FD083, "fp asimd aes pmull sha1 sha2 crc32 cpuid", "Raspberry Pi 4"),
+    "cortex-a76": Core(0x414FD0B1, "fp asimd aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                       "asimdrdm lrcpc dcpop asimddp", "Raspberry Pi 5"),
 }
 DEFAULT_CPU = "cortex-a72"
 
