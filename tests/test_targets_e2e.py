@@ -27,7 +27,8 @@ def test_demo_variants_on_local_qemu_and_ssh(tmp_path):
     qemu_profile = tmp_path / "arm.toml"
     text = (BUILTIN_PROFILE_DIR / "qemu-aarch64.toml").read_text()
     qemu_profile.write_text(text.replace('name = "qemu-aarch64"', 'name = "arm"')
-                            .replace("eval_limit = 100", f'eval_limit = 0\nrootfs = "{PREPARED}"'))  # fmt: skip
+                            .replace("eval_limit = 100", "eval_limit = 0")
+                            .replace('transport = "qemu"', f'transport = "qemu"\nrootfs = "{PREPARED}"'))  # fmt: skip
     variants = '[[variant]]\nname = "int8"\nsteps = [{ method = "quantize", scheme = "int8_static" }]\n'
     exp = write_experiment(tmp_path, variants=variants,
                            **{'runtimes = ["onnxruntime"]': 'runtimes = ["onnxruntime", "tflite"]'})  # fmt: skip

@@ -74,8 +74,8 @@ class LocalHost:
         """Versions from the installed distributions' metadata: nothing is imported here."""
         from importlib.metadata import PackageNotFoundError, version
 
-        facts = {"arch": platform.machine(), "system": platform.system(), "python": platform.python_version(),
-                 "versions": {}, "errors": {}}  # fmt: skip
+        machine = {"arch": platform.machine(), "system": platform.system(), "python": platform.python_version()}
+        facts = {"machine": machine, "versions": {}, "errors": {}, "tools": {"taskset": bool(shutil.which("taskset"))}}
         for name, (_, distribution) in wanted.items():
             try:
                 facts["versions"][name] = version(distribution)

@@ -223,7 +223,7 @@ class SshHost:
             words = f"taskset -c {shlex.quote(cpus)} {words}"
         pin = f"command -v taskset >/dev/null 2>&1 || exit {NO_TASKSET}; " if cpus else ""
         # The device stops a runaway process even if this side dies (where it has `timeout`).
-        command = (f"cd {self._remote_dir()} && {'export ' + exports + ' && ' if exports else ''}{pin}"
+        command = (f"mkdir -p {self._remote_dir()} && cd {self._remote_dir()} && {'export ' + exports + ' && ' if exports else ''}{pin}"
                    f"if command -v timeout >/dev/null 2>&1; then exec timeout -k {KILL_GRACE_S} {timeout_s:g} "
                    f"{words}; else exec {words}; fi")  # fmt: skip
         # The local limit leaves room for the connection and the remote timeout's own kill.
