@@ -282,8 +282,8 @@ def test_few_points_are_named_directly(tmp_path):
 
 
 def test_variant_numbers_do_not_depend_on_row_order():
-    from edgebench.analyze.labels import variant_numbers
     from edgebench.analyze.chart_style import METHOD_STYLE
+    from edgebench.analyze.labels import variant_numbers
 
     df = load_records(demo_records())
     a = variant_numbers(df, list(METHOD_STYLE))

@@ -137,7 +137,10 @@ from edgebench.compress import METHODS
 from edgebench.config import load_experiment
 from edgebench.runtimes import RUNTIMES
 
+from edgebench.analyze import describe_steps
+
 exp = load_experiment()  # edgebench/demo.toml
+assert "ratio=0.7" in describe_steps([{"method": "prune", "ratio": 0.7}])  # reads the method's defaults
 print(json.dumps({"variants": len(exp.variants), "methods": METHODS.names(), "charts": CHARTS.names(),
                   "runtimes": RUNTIMES.names(), "torch": [m for m in sys.modules if m.startswith("torch")]}))
 """

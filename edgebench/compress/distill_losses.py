@@ -187,6 +187,8 @@ def auto_feature_layer(model, sample) -> str:
     """Name of the module that finishes last among those giving a 4-D map with H·W > 1."""
     import torch
 
+    from edgebench.compress.layers import run_once
+
     order: list[str] = []
     handles = [
         m.register_forward_hook(
@@ -195,28 +197,18 @@ def auto_feature_layer(model, sample) -> str:
         )
         for name, m in model.named_modules() if name  # the model itself returns logits
     ]  # fmt: skip
-    _run_once(model, sample, handles)
+    run_once(model, sample, handles)
     if not order:
         raise StepError(f"feature distillation: {type(model).__name__} has no module that outputs a 4-D feature map; "
                         "set teacher_layer/student_layer")  # fmt: skip
     return order[-1]
 
 
-def _run_once(model, sample, handles: list) -> None:
-    """One inference in eval mode with the given hooks installed, then remove them."""
-    import torch
-
-    try:
-        with torch.no_grad():
-            model.eval()(sample)
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def last_linear(model, sample):
     """The Linear layer that runs last: its input is the penultimate embedding."""
     from torch import nn
+
+    from edgebench.compress.layers import run_once
 
     ran: list = []
     handles = [
@@ -224,7 +216,7 @@ def last_linear(model, sample):
         for m in model.modules()
         if isinstance(m, nn.Linear)
     ]
-    _run_once(model, sample, handles)
+    run_once(model, sample, handles)
     if not ran:
         raise StepError(
             f"relation distillation: {type(model).__name__} runs no Linear layer to take embeddings from"

@@ -28,16 +28,19 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def output_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
     """The last Conv/Linear that runs in a forward pass: the classifier, whose outputs stay."""
     order: list[nn.Module] = []
-    hooks = [
-        m.register_forward_hook(lambda m, i, o: order.append(m)) for _, m in prunable_layers(model)
-    ]
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for _, m in prunable_layers(model)]
+    run_once(model, sample, hooks)
+    return order[-1] if order else None
+
+
+def run_once(model: nn.Module, sample: torch.Tensor, hooks: list) -> None:
+    """One inference in eval mode with `hooks` (their handles) installed, then remove them."""
     try:
         with torch.no_grad():
             model.eval()(sample)
     finally:
         for h in hooks:
             h.remove()
-    return order[-1] if order else None
 
 
 def out_channels(m: nn.Module) -> int:
