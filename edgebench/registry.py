@@ -49,8 +49,12 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True  # before importing: a module may look itself up while registering
-        for module in self.modules:
-            importlib.import_module(module)
+        try:
+            for module in self.modules:
+                importlib.import_module(module)
+        except BaseException:
+            self._loaded = False  # every later lookup fails too, never answers from part of the table
+            raise
 
     def get(self, name: str) -> Any:
         self._load()
