@@ -156,7 +156,7 @@ def test_config_cli_runner_runtimes_analyzer_and_targets_import_without_torch():
     assert {"prune", "quantize", "distill"} <= set(facts["methods"]) and facts["charts"] and facts["runtimes"]
 
 
-def test_config_knows_the_built_in_model_names_without_torch():
+def test_the_model_names_config_checks_are_those_edgebench_models_registers():
     from edgebench.config import BUILTIN_MODELS
     from edgebench.models import MODELS
 
