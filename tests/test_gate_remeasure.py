@@ -98,8 +98,8 @@ def test_stored_mode_when_asked_or_when_there_are_no_artifacts(reference, tmp_pa
 
 
 def test_an_unreachable_target_falls_back_to_stored_samples_and_says_why(reference, tmp_path, capsys):
-    gone = {**dataclasses.asdict(load_profile("local")), "name": "local", "transport": "ssh", "host": "127.0.0.1",
-            "port": 9, "connect_timeout_s": 2.0}
+    gone = {**dataclasses.asdict(load_profile("local")), "name": "local",
+            "host": {"transport": "ssh", "host": "127.0.0.1", "port": 9, "connect_timeout_s": 2.0}}
     run = write_run(tmp_path / "gone", {"baseline": (4, "Softplus")}, targets=[gone])
     code, doc = check([str(run), "--baseline", str(reference)], capsys)
     assert doc["mode"].startswith("mode: stored samples — target local unreachable now"), doc["mode"]

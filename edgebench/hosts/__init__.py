@@ -32,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,36 +130,64 @@ def bundle_name(digest: str) -> str:
     return f"runner-{digest[:32]}"
 
 
-def copy_into(folder: Path, files: Sequence[Path], digests: Digests, bundle: bool = False) -> list[Path]:
-    """Local copies of `files` under `folder`, content-addressed and atomic (write, then rename).
+class Copies:
+    """Content-addressed, atomic local copies of files (write, then rename) in a private temp
+    folder made on first use and removed by `close()`: for hosts whose processes cannot read a
+    file where it is (a path the qemu rootfs shadows, a runner bundle spread over folders)."""
 
-    Plain files become `<sha256><suffix>`; a bundle becomes `runner-<digest>/<name>` for each
-    file, the directory renamed into place only once every file is in it.
-    """
-    if bundle:
-        final = folder / bundle_name(digests.bundle(files))
-        if not final.is_dir():
-            part = folder / f".{final.name}.part-{os.getpid()}"
-            part.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                (part / f.name).write_bytes(f.read_bytes())
-            try:
-                part.rename(final)
-            except OSError:  # another process put the same bundle there first
-                _remove(part)
-        return [final / f.name for f in files]
-    out = []
-    for f in files:
-        final = folder / blob_name(f, digests(f))
-        if not final.is_file():
-            part = folder / f".{final.name}.part-{os.getpid()}"
-            part.write_bytes(f.read_bytes())
-            part.replace(final)
-        out.append(final)
-    return out
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.folder: Path | None = None
+        self.digests = Digests()
+
+    def __call__(self, files: Sequence[Path], bundle: bool = False) -> list[Path]:
+        """Plain files become `<sha256><suffix>`; a bundle becomes `runner-<digest>/<name>` for
+        each file, the directory renamed into place only once every file is in it."""
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix=self.prefix))
+        if bundle:
+            final = self.folder / bundle_name(self.digests.bundle(files))
+            if not final.is_dir():
+                part = self.folder / f".{final.name}.part-{os.getpid()}"
+                part.mkdir(parents=True, exist_ok=True)
+                for f in files:
+                    shutil.copyfile(f, part / f.name)
+                try:
+                    part.rename(final)
+                except OSError:  # another process put the same bundle there first
+                    shutil.rmtree(part, ignore_errors=True)
+            return [final / f.name for f in files]
+        out = []
+        for f in files:
+            final = self.folder / blob_name(f, self.digests(f))
+            if not final.is_file():
+                part = self.folder / f".{final.name}.part-{os.getpid()}"
+                shutil.copyfile(f, part)
+                part.replace(final)
+            out.append(final)
+        return out
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
-def _remove(folder: Path) -> None:
-    import shutil
+class HostDefaults:
+    """What a host without the matter at hand does: nothing to prepare, never unavailable before
+    it is tried, no failures of its own to explain. Hosts inherit it and override what applies."""
 
-    shutil.rmtree(folder, ignore_errors=True)
+    arch: str | None = None
+    place = ""
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def needs_prepare(self) -> bool:
+        return False
+
+    def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> None:
+        return None
+
+    def explain(self, done: Completed) -> str | None:
+        return None

@@ -14,11 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgebench.hosts import HOSTS, Completed, Digests, HostSettings, copy_into
+from edgebench.hosts import HOSTS, Completed, Copies, HostDefaults, HostSettings
 
 
 @dataclass(frozen=True)
@@ -28,28 +28,16 @@ class LocalSettings(HostSettings):
 
 
 @HOSTS.register("local")
-class LocalHost:
+class LocalHost(HostDefaults):
     """Runs processes on this machine, optionally pinned with taskset."""
 
     Settings = LocalSettings
-    arch = None
-    place = ""
 
     def __init__(self, settings: LocalSettings, where: str = "the profile"):
         self.settings = settings
         self.where = where
         self.python = sys.executable if settings.python in ("python3", "python") else settings.python
-        self._spare: Path | None = None
-        self._digests = Digests()
-
-    def unavailable(self) -> str | None:
-        return None
-
-    def needs_prepare(self) -> bool:
-        return False
-
-    def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> None:
-        pass
+        self._copies = Copies("edgebench-local-")
 
     def stage(self, files: Sequence[Path]) -> list[str]:
         return [str(Path(f).expanduser().resolve()) for f in files]
@@ -58,12 +46,7 @@ class LocalHost:
         files = [Path(f).resolve() for f in files]
         if len({f.parent for f in files}) == 1:  # the runner in edgebench/device/: run in place
             return [str(f) for f in files]
-        return [str(p) for p in copy_into(self._spare_dir(), files, self._digests, bundle=True)]
-
-    def _spare_dir(self) -> Path:
-        if self._spare is None:
-            self._spare = Path(tempfile.mkdtemp(prefix="edgebench-local-"))
-        return self._spare
+        return [str(p) for p in self._copies(files, bundle=True)]
 
     def run(self, argv: list[str], env: dict[str, str], timeout_s: float, cpus: str | None = None) -> Completed:
         if cpus and shutil.which("taskset"):
@@ -87,13 +70,8 @@ class LocalHost:
     def install_hint(self, requirements: list[str], runtime_hint: str = "") -> str:
         return runtime_hint or f"pip install {' '.join(requirements)}"
 
-    def explain(self, done: Completed) -> str | None:
-        return None
-
     def close(self) -> None:
-        if self._spare is not None:
-            shutil.rmtree(self._spare, ignore_errors=True)
-            self._spare = None
+        self._copies.close()
 
 
 def run_process(argv: list[str], timeout_s: float, env: dict | None = None) -> Completed:

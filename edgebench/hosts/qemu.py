@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.errors import TargetError
-from edgebench.hosts import HOSTS, Completed, Digests, HostSettings, copy_into
+from edgebench.hosts import HOSTS, Completed, Copies, HostDefaults, HostSettings
 from edgebench.hosts.local import run_process
 from edgebench.hosts.probe import probe_script, read_probe
 from edgebench.targets import qemu_rootfs
@@ -43,7 +42,7 @@ class QemuSettings(HostSettings):
 
 
 @HOSTS.register("qemu")
-class QemuHost:
+class QemuHost(HostDefaults):
     """Processes of the rootfs's Python under qemu-aarch64-static, on this machine."""
 
     Settings = QemuSettings
@@ -54,8 +53,7 @@ class QemuHost:
     def __init__(self, settings: QemuSettings, where: str = "the profile"):
         self.settings = settings
         self.where = where
-        self._spare: Path | None = None
-        self._digests = Digests()
+        self._copies = Copies("edgebench-qemu-")
 
     def rootfs(self) -> Path:
         """The rootfs this host uses: its `rootfs` setting, else the edgebench cache."""
@@ -89,7 +87,7 @@ class QemuHost:
     def stage(self, files: Sequence[Path]) -> list[str]:
         paths = [Path(f).expanduser().resolve() for f in files]
         shadowed = [p for p in paths if _shadowed(p, self.rootfs())]
-        copies = dict(zip(shadowed, self._copies(shadowed), strict=True))
+        copies = dict(zip(shadowed, self._visible(shadowed), strict=True))
         return [str(copies.get(p, p)) for p in paths]
 
     def stage_bundle(self, files: Sequence[Path]) -> list[str]:
@@ -97,16 +95,13 @@ class QemuHost:
         # The runner imports its siblings from its own folder: all of them must be visible there.
         if len({p.parent for p in paths}) == 1 and not any(_shadowed(p, self.rootfs()) for p in paths):
             return [str(p) for p in paths]
-        return [str(p) for p in self._copies(paths, bundle=True)]
+        return [str(p) for p in self._visible(paths, bundle=True)]
 
-    def _copies(self, paths: list[Path], bundle: bool = False) -> list[Path]:
-        if not paths:
-            return []
-        if self._spare is None:
-            self._spare = Path(tempfile.mkdtemp(prefix="edgebench-qemu-"))
-        copies = copy_into(self._spare, paths, self._digests, bundle=bundle)
+    def _visible(self, paths: list[Path], bundle: bool = False) -> list[Path]:
+        """Copies of `paths` in a folder the rootfs does not shadow."""
+        copies = self._copies(paths, bundle=bundle) if paths else []
         if any(_shadowed(c, self.rootfs()) for c in copies):
-            raise TargetError(f"{paths[0]} is shadowed by the rootfs at {self.rootfs()} and so is {self._spare}")
+            raise TargetError(f"{paths[0]} is shadowed by the rootfs at {self.rootfs()} and so is {self._copies.folder}")
         return copies
 
     # ---- processes ----------------------------------------------------------------------
@@ -138,13 +133,8 @@ class QemuHost:
     def install_hint(self, requirements: list[str], runtime_hint: str = "") -> str:
         return f"it is not in the rootfs: rebuild it with {REBUILD_HINT}"
 
-    def explain(self, done: Completed) -> str | None:
-        return None
-
     def close(self) -> None:
-        if self._spare is not None:
-            shutil.rmtree(self._spare, ignore_errors=True)
-            self._spare = None
+        self._copies.close()
 
 
 def _shadowed(path: Path, rootfs: Path) -> bool:

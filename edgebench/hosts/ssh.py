@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from edgebench.hosts import (
     HOSTS,
     Completed,
     Digests,
+    HostDefaults,
     HostSettings,
     blob_name,
     bundle_name,
@@ -80,11 +81,10 @@ def remote_word(path: str) -> str:
 
 
 @HOSTS.register("ssh")
-class SshHost:
+class SshHost(HostDefaults):
     """Processes on a device over SSH, with a content-addressed file cache there."""
 
     Settings = SshSettings
-    arch = None
 
     def __init__(self, settings: SshSettings, where: str = "the profile"):
         self.settings = settings
@@ -166,14 +166,7 @@ class SshHost:
 
     # ---- the Host protocol --------------------------------------------------------------
 
-    def unavailable(self) -> str | None:
-        return None  # known only by connecting: stage() and probe() say why
-
-    def needs_prepare(self) -> bool:
-        return False
-
-    def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> None:
-        pass
+    # unavailable(): known only by connecting; stage() and probe() say why.
 
     def _present(self, names: list[str]) -> set[str]:
         """Create the cache; return which of `names` (relative to remote_dir) are there. One command,

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,9 +126,7 @@ def profile_from_table(raw: dict, where: str, ignored: list[str] | None = None) 
         if table and ignored is None:
             raise ConfigError(f"{where}: {key!r} belongs in the [{table}] table "
                               f"(as {FLAT_MEASURE_KEYS.get(key, key)!r})")  # fmt: skip
-    host_table = dict(raw.pop("host", None) or {})
-    measure = dict(raw.pop("measure", None) or {})
-    runtime = dict(raw.pop("runtime", None) or {})
+    host_table, measure, runtime = (_table(raw.pop(key, None), key, where) for key in ("host", "measure", "runtime"))
     transport = host_table.pop("transport", "local")
     try:
         settings_type = HOSTS.get(transport).Settings
@@ -167,10 +166,24 @@ def from_flat(flat: dict) -> dict:
     return out
 
 
+def _table(value: object, key: str, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a table ([{key}]), got {value!r}")
+    return dict(value)
+
+
 def _known(cls: type, table: dict, ignored: list[str], prefix: str) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    ignored.extend(f"{prefix}{k}" for k in table if k not in names)
-    return {k: v for k, v in table.items() if k in names}
+    """`table` without the keys `cls` (or a dataclass field of it, one level down) lacks."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    ignored.extend(f"{prefix}{k}" for k in table if k not in fields)
+    out = {k: v for k, v in table.items() if k in fields}
+    for key, value in out.items():
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict) and key != "host":
+            out[key] = _known(hints[key], value, ignored, f"{prefix}{key}.")
+    return out
 
 
 def _runtime_tables(tables: dict, where: str) -> dict:
