@@ -82,3 +82,12 @@ def write_experiment(folder: Path, variants: str = INT8_FP16, **replace: str) ->
 @pytest.fixture
 def tiny_experiment(tmp_path) -> Path:
     return write_experiment(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 for one test module (see tests/sshd.py)."""
+    from sshd import loopback_sshd
+
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

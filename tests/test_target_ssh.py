@@ -31,12 +31,6 @@ FAST = Measure(threads=1, warmup=2, min_runs=5, min_seconds=0.0, max_seconds=2.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny ONNX classifier (Flatten + Gemm, dynamic batch) and an .npz of inputs/labels."""
     import onnx
@@ -61,13 +55,13 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return folder / "model.onnx", folder / "inputs.npz"
 
 
-def open_ssh(server: LoopbackSshd, tmp_path: Path, **overrides: object) -> Target:
-    return open_target(load_profile(server.write_profile(tmp_path / "pi.toml", **overrides)))
+def open_ssh(sshd: LoopbackSshd, tmp_path: Path, **overrides: object) -> Target:
+    return open_target(load_profile(sshd.write_profile(tmp_path / "pi.toml", **overrides)))
 
 
-def test_measure_matches_local_and_second_run_uploads_nothing(server, model, tmp_path):
+def test_measure_matches_local_and_second_run_uploads_nothing(sshd, model, tmp_path):
     artifact, data = model
-    target = open_ssh(server, tmp_path)
+    target = open_ssh(sshd, tmp_path)
     try:
         first = target.measure(artifact, data, "onnxruntime", FAST)
         assert first["status"] == "ok", first.get("error")
@@ -88,21 +82,21 @@ def test_measure_matches_local_and_second_run_uploads_nothing(server, model, tmp
     finally:
         target.close()
     # A new connection finds the device's cache too.
-    again = open_ssh(server, tmp_path)
+    again = open_ssh(sshd, tmp_path)
     try:
         assert again.measure(artifact, data, "onnxruntime", FAST)["status"] == "ok"
         assert again.uploads == {"files": 0, "bytes": 0}
     finally:
         again.close()
-    blobs = sorted(p.suffix for p in (server.workdir / "remote cache" / "blobs").iterdir())
+    blobs = sorted(p.suffix for p in (sshd.workdir / "remote cache" / "blobs").iterdir())
     assert blobs == [".npz", ".onnx"]  # no half-written .part files left behind
-    [runner] = (server.workdir / "remote cache" / "runners").iterdir()  # one bundle, whole
+    [runner] = (sshd.workdir / "remote cache" / "runners").iterdir()  # one bundle, whole
     assert runner.name.startswith("runner-")
     assert sorted(p.name for p in runner.glob("*.py")) == ["rt_onnxruntime.py", "runner.py", "runner_facts.py"]
 
 
-def test_check_lists_runtimes_and_machine(server, tmp_path):
-    target = open_target(load_profile(server.write_profile(tmp_path / "pi.toml")))
+def test_check_lists_runtimes_and_machine(sshd, tmp_path):
+    target = open_target(load_profile(sshd.write_profile(tmp_path / "pi.toml")))
     assert isinstance(target.host, SshHost)  # the host registry knows the ssh transport
     try:
         status = target.check()
@@ -117,8 +111,8 @@ def test_check_lists_runtimes_and_machine(server, tmp_path):
     assert status.machine["python"] == ".".join(map(str, sys.version_info[:3]))
 
 
-def test_connection_is_shared_and_closed(server, model, tmp_path):
-    target = open_ssh(server, tmp_path)
+def test_connection_is_shared_and_closed(sshd, model, tmp_path):
+    target = open_ssh(sshd, tmp_path)
     target.check()
     socket_dir = Path(target.host._control_dir)
     assert any(p.is_socket() for p in socket_dir.iterdir())  # one ControlMaster for the host
@@ -132,9 +126,9 @@ def test_connection_is_shared_and_closed(server, model, tmp_path):
     target.close()
 
 
-def test_unreachable_port_is_a_clear_error_within_the_timeout(server, model, tmp_path):
+def test_unreachable_port_is_a_clear_error_within_the_timeout(sshd, model, tmp_path):
     port = free_port()  # nothing listens there
-    target = open_ssh(server, tmp_path, port=port, connect_timeout_s=3.0)
+    target = open_ssh(sshd, tmp_path, port=port, connect_timeout_s=3.0)
     try:
         started = time.monotonic()
         result = target.measure(*model, "onnxruntime", FAST)
@@ -148,9 +142,9 @@ def test_unreachable_port_is_a_clear_error_within_the_timeout(server, model, tmp
     assert not status.reachable and "unreachable" in status.problems[0]
 
 
-def test_refused_key_is_an_authentication_error(server, model, tmp_path):
+def test_refused_key_is_an_authentication_error(sshd, model, tmp_path):
     stranger = make_key(tmp_path / "stranger_key")  # not in authorized_keys
-    target = open_ssh(server, tmp_path, identity_file=str(stranger))
+    target = open_ssh(sshd, tmp_path, identity_file=str(stranger))
     try:
         result = target.measure(*model, "onnxruntime", FAST)
     finally:
@@ -161,11 +155,11 @@ def test_refused_key_is_an_authentication_error(server, model, tmp_path):
     assert target.uploads["files"] == 0
 
 
-def test_unknown_host_key_is_a_host_key_error(server, model, tmp_path):
+def test_unknown_host_key_is_a_host_key_error(sshd, model, tmp_path):
     other = make_key(tmp_path / "other_host_key").with_suffix(".pub").read_text().split()
     known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{server.port} {other[0]} {other[1]}\n")
-    target = open_ssh(server, tmp_path, ssh_options=[f"UserKnownHostsFile={known}"])
+    known.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+    target = open_ssh(sshd, tmp_path, ssh_options=[f"UserKnownHostsFile={known}"])
     try:
         result = target.measure(*model, "onnxruntime", FAST)
     finally:
@@ -174,8 +168,8 @@ def test_unknown_host_key_is_a_host_key_error(server, model, tmp_path):
     assert "StrictHostKeyChecking=accept-new" in result["error"]
 
 
-def test_missing_remote_python(server, model, tmp_path):
-    target = open_ssh(server, tmp_path, python="/no/such/python3")
+def test_missing_remote_python(sshd, model, tmp_path):
+    target = open_ssh(sshd, tmp_path, python="/no/such/python3")
     try:
         result = target.measure(*model, "onnxruntime", FAST)
         status = target.check()
@@ -199,9 +193,9 @@ def blocking_python(folder: Path, *modules: str) -> Path:
     return wrapper
 
 
-def test_missing_runtime_on_the_device(server, model, tmp_path):
+def test_missing_runtime_on_the_device(sshd, model, tmp_path):
     python = blocking_python(tmp_path, "onnxruntime")
-    target = open_ssh(server, tmp_path, python=str(python))
+    target = open_ssh(sshd, tmp_path, python=str(python))
     try:
         result = target.measure(*model, "onnxruntime", FAST)
         status = target.check()
@@ -214,9 +208,9 @@ def test_missing_runtime_on_the_device(server, model, tmp_path):
     assert "pip install onnxruntime" in status.problems[0]
 
 
-def test_missing_numpy_on_the_device(server, model, tmp_path):
+def test_missing_numpy_on_the_device(sshd, model, tmp_path):
     python = blocking_python(tmp_path, "numpy")
-    target = open_ssh(server, tmp_path, python=str(python))
+    target = open_ssh(sshd, tmp_path, python=str(python))
     try:
         result = target.measure(*model, "onnxruntime", FAST)
     finally:
@@ -225,9 +219,9 @@ def test_missing_numpy_on_the_device(server, model, tmp_path):
     assert "pip install numpy onnxruntime" in result["error"]
 
 
-def test_run_timeout(server, model, tmp_path):
+def test_run_timeout(sshd, model, tmp_path):
     slow = Measure(threads=1, warmup=0, min_runs=10**9, min_seconds=60, max_seconds=60, timeout_s=2)
-    target = open_ssh(server, tmp_path)
+    target = open_ssh(sshd, tmp_path)
     try:
         started = time.monotonic()
         result = target.measure(*model, "onnxruntime", slow)
@@ -238,8 +232,8 @@ def test_run_timeout(server, model, tmp_path):
     assert elapsed < 2 + 10
 
 
-def test_cooldown_between_runs(server, model, tmp_path):
-    target = open_ssh(server, tmp_path, cooldown_s=1.5)
+def test_cooldown_between_runs(sshd, model, tmp_path):
+    target = open_ssh(sshd, tmp_path, cooldown_s=1.5)
     options = FAST.for_target(target.profile)  # the profile's [measure] cooldown_s
     try:
         target.measure(*model, "onnxruntime", options)
@@ -251,9 +245,9 @@ def test_cooldown_between_runs(server, model, tmp_path):
 
 
 @pytest.mark.parametrize("folder", ["it's a \"dir\" with spaces", "$HOME;touch pwned`x`"])
-def test_remote_dir_with_spaces_and_quotes(server, model, tmp_path, folder):
+def test_remote_dir_with_spaces_and_quotes(sshd, model, tmp_path, folder):
     remote = tmp_path / folder / "cache"
-    target = open_ssh(server, tmp_path, remote_dir=str(remote))
+    target = open_ssh(sshd, tmp_path, remote_dir=str(remote))
     try:
         result = target.measure(*model, "onnxruntime", FAST)
     finally:
@@ -264,9 +258,9 @@ def test_remote_dir_with_spaces_and_quotes(server, model, tmp_path, folder):
     assert not Path("pwned").exists() and not (Path.home() / "pwned").exists()
 
 
-def test_remote_dir_under_home_expands_tilde(server, model, tmp_path):
+def test_remote_dir_under_home_expands_tilde(sshd, model, tmp_path):
     name = f".cache/edgebench-test-{uuid.uuid4().hex[:8]} x"
-    target = open_ssh(server, tmp_path, remote_dir=f"~/{name}")
+    target = open_ssh(sshd, tmp_path, remote_dir=f"~/{name}")
     try:
         result = target.measure(*model, "onnxruntime", FAST)
         assert result["status"] == "ok", result.get("error")

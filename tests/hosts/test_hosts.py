@@ -22,20 +22,9 @@ from edgebench.hosts.ssh import SshHost, SshSettings
 from edgebench.runtimes import runner_files
 from edgebench.targets import qemu_rootfs
 
-try:  # tests/ is on sys.path (conftest.py)
-    from sshd import loopback_sshd
-except ImportError:  # pragma: no cover - if tests/ becomes a package
-    from tests.sshd import loopback_sshd
-
 # Read at import, before conftest's session fixture points EDGEBENCH_CACHE at a private folder.
 PREPARED = qemu_rootfs.default_rootfs()
 READ_BACK = "import hashlib, sys; print(' '.join(hashlib.sha256(open(p, 'rb').read()).hexdigest() for p in sys.argv[1:]))"
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory):
-    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 def _ssh_settings(server, remote_dir: Path) -> SshSettings:
