@@ -51,6 +51,7 @@ class Target:
         self.profile = profile
         self.host = host or open_host(profile.host, where=profile.path or f"the {profile.name!r} profile")
         self._last_run_end: float | None = None
+        self._place = f" {self.host.place}" if self.host.place else ""  # " on 127.0.0.1", for messages
 
     def needs_prepare(self) -> bool:
         """True when the host has a one-time preparation still to do (the qemu rootfs)."""
@@ -96,7 +97,7 @@ class Target:
 
     def _result(self, done: Completed, runtime: str, options: Measure) -> dict:
         result = parse_runner_output(done.stdout, done.returncode, done.stderr)
-        place = f" {self.host.place}" if self.host.place else ""
+        place = self._place
         if result.get("status") == "ok":
             return self._checked(result, done)
         if not done.stdout.strip():
@@ -160,14 +161,13 @@ class Target:
         status.problems += facts.get("problems", [])
         if facts["versions"] is not None:
             self._runtime_problems(status, facts)
-        taskset = Measure().for_target(self.profile).taskset
-        if taskset and not facts.get("tools", {}).get("taskset", True):
-            status.problems.append(f"taskset is not installed{' ' + self.host.place if self.host.place else ''}: "
+        if self.profile.measure.get("taskset") and not facts.get("tools", {}).get("taskset", True):
+            status.problems.append(f"taskset is not installed{self._place}: "
                                    "install util-linux there, or remove taskset from [measure]")  # fmt: skip
         return status
 
     def _runtime_problems(self, status: TargetStatus, facts: dict) -> None:
-        versions, place = facts["versions"], f" {self.host.place}" if self.host.place else ""
+        versions, place = facts["versions"], self._place
         if status.machine.get("arch") in ("armv6l", "armv7l"):
             status.problems.append(f"the device runs a 32-bit OS ({status.machine['arch']}): onnxruntime "
                                    "and ai-edge-litert ship no 32-bit ARM wheels; install a 64-bit OS")  # fmt: skip
