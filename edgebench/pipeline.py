@@ -256,10 +256,10 @@ def make_measured_record(
             record[note] = result[note]
     if result.get("runtime_settings"):
         record["runtime_settings"] = result["runtime_settings"]
-    if runtime_of(runtime).precision_from == "runner":
-        # What the runtime compiled on this device, read back by the runner: not the graph's.
-        record.update({k: None for k in ("compute_precision", "precision_note", "precision_ops", "precision_source")})
-        record.update(result.get("executed") or {"precision_note": "the runner read back no precision"})
+    artifact, _ = variant.artifact(fmt)
+    device = runtime_of(runtime).device_precision(result.get("executed"), artifact, record.get("precision"))
+    if device:  # what runs on this device, read back by the runner, over the host's reading
+        record.update({k: v for k, v in device.items() if k != "weight_precision" or v})
     record["energy_mj"] = _energy(record, profile)
     return record
 

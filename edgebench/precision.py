@@ -36,11 +36,12 @@ per-op precisions that `summarize` turns into the fields above.
     >>> info["compute_precision"], took("fp16", info["compute_precision"])  # doctest: +SKIP
     ('fp32', False)
 
-The host reads the graph after export (not the device, not the runner), so the label is the
-host's: it holds for x86_64 and for a Pi 4 (Cortex-A72), but onnxruntime on a CPU with fp16
-arithmetic (Cortex-A76, Pi 5) really computes an fp16 model in fp16 (measured under qemu).
-That is why the source names the runtime and the machine; `precision_onnx.read_onnx_optimized` reads a graph
-that onnxruntime saved on the device itself.
+The host reads the graph after export, which is the host's view. Runtimes whose kernels
+depend on the CPU read it again on the device (`Runtime.precision_from = "runner"`): the
+runner's onnxruntime adapter profiles one inference and reports each kernel's op and input
+types (`precision_onnx.read_ort_kernels` turns them into these fields: an fp16 model computes
+in fp16 on a Cortex-A76, in fp32 on a Cortex-A72 or x86), and OpenVINO's reports the compiled
+model's runtime precisions. Records carry the device's reading; variant.json keeps the host's.
 """
 
 from __future__ import annotations

@@ -103,6 +103,47 @@ def read_onnx_optimized(optimized_path: Path, original_path: Path, asked: str | 
     return summarize(compute, others, weights, asked, source=source, fp16_fallback=why_fp32)
 
 
+# Element type names in onnxruntime's profile ("input_type_shape").
+ORT_TYPE_NAMES = {"float": "fp32", "float16": "fp16", "bfloat16": "bf16", "double": "fp64",
+                  "uint8": "int8", "int8": "int8", "int16": "int16", "uint16": "int16"}
+
+
+def read_ort_kernels(executed: dict, artifact: Path | None, asked: str | None) -> dict[str, Any]:
+    """The precision fields from the kernels onnxruntime ran on a device: `executed["kernels"]`
+    is [[op_type, [input element type names]], ...] from one profiled inference (the runner's
+    onnxruntime adapter); weight storage comes from the artifact as written.
+
+    >>> read_ort_kernels({"kernels": [["QLinearConv", ["uint8", "float", "uint8", "float", "int8"]]],
+    ...                   "source": "x"}, None, "int8")["compute_precision"]
+    'int8'
+    """
+    kernels = [(str(op), [str(t) for t in types]) for op, types in executed.get("kernels") or []]
+    dynamic = any(op == "DynamicQuantizeLinear" for op, _ in kernels)
+    compute: list[tuple[str, str]] = []
+    others: list[tuple[str, str]] = []
+    for op, types in kernels:
+        if op in ONNX_MAC_OPS:
+            if op in ONNX_DYNAMIC_MAC_OPS or (op in ONNX_INTEGER_MAC_OPS and dynamic):
+                prec = "int8-dynamic"
+            elif op in ONNX_INTEGER_MAC_OPS:
+                prec = "int8"
+            else:
+                prec = ORT_TYPE_NAMES.get(types[0] if types else "", "unknown")
+            compute.append((op, prec))
+        elif op not in ONNX_PLUMBING and types:
+            prec = "int8" if op.startswith("QLinear") else ORT_TYPE_NAMES.get(types[0])
+            if prec:
+                others.append((op, prec))
+    weights: list[str] = []
+    if artifact is not None and Path(artifact).is_file():
+        import onnx
+
+        weights = _onnx_weight_storage(onnx.load(str(artifact), load_external_data=False).graph)
+    why_fp32 = "no fp16 kernel for them on this CPU: onnxruntime casts to float32 at load"
+    return summarize(compute, others, weights, asked, source=str(executed.get("source") or "onnxruntime kernels"),
+                     fp16_fallback=why_fp32)
+
+
 def _onnx_types(graph) -> dict[str, int]:
     """Element type of every tensor of an optimized graph (which carries no value_info).
 

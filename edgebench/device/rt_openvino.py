@@ -86,7 +86,7 @@ class Model:
         self.request.infer()
         return self.request.get_output_tensor(0).data.copy()
 
-    def executed(self) -> dict:
+    def executed(self, x=None) -> dict:
         """The precision the compiled model computes in: its compute layers' runtime precision."""
         counts: dict[str, int] = {}
         kernels: dict[str, int] = {}

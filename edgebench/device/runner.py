@@ -274,8 +274,11 @@ def run(args: argparse.Namespace) -> dict:
         "conditions": {"before": before, "after": after, "unreadable": unreadable,
                        **({"cooling": cooling} if cooling else {})},
     }
-    if hasattr(model, "executed"):  # what the runtime compiled: the precision that really runs
-        result["executed"] = model.executed()
+    if hasattr(model, "executed") and not args.no_eval:  # what really runs here (first round only)
+        try:
+            result["executed"] = model.executed(x0)
+        except Exception as exc:  # noqa: BLE001 - a read-back that fails is a note, not a failed run
+            result["executed"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     if getattr(model, "settings", None):  # what the runtime says it was set to (threads, hints)
         result["runtime_settings"] = model.settings
     if not peak_reset:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.registry import Registry
@@ -44,11 +44,14 @@ class Format:
     suffix: str
     exporter: str  # "module:function", see edgebench.variants
     inspector: str  # "module:function" (path, asked=...) -> precision fields
+    inspected_as: str  # the runtime whose view of the graph the inspector gives
 
 
 FORMATS = {
-    "onnx": Format("onnx", ".onnx", "edgebench.export:export_onnx", "edgebench.precision_onnx:inspect_onnx"),
-    "tflite": Format("tflite", ".tflite", "edgebench.export_tflite:export_tflite", "edgebench.precision_tflite:inspect_tflite"),
+    "onnx": Format("onnx", ".onnx", "edgebench.export:export_onnx", "edgebench.precision_onnx:inspect_onnx",
+                   inspected_as="onnxruntime"),
+    "tflite": Format("tflite", ".tflite", "edgebench.export_tflite:export_tflite",
+                     "edgebench.precision_tflite:inspect_tflite", inspected_as="tflite"),
 }
 
 
@@ -56,8 +59,9 @@ FORMATS = {
 class Runtime:
     """One runtime. `distribution` is its pip name (versions and install hints), `module` what
     a device must import, `device_requirement` the pin a prepared device (the qemu rootfs)
-    installs, `precision_from` "artifact" (read from the exported graph, the same on every
-    host) or "runner" (the runner reads back what the compiled model executes)."""
+    installs, `precision_from` "artifact" (read from the exported graph on the host) or
+    "runner" (the runner reads back what runs on the device: its adapter's `executed()`,
+    turned into precision fields by `executed_reader`, or already fields when that is None)."""
 
     name: str
     format: str
@@ -66,8 +70,8 @@ class Runtime:
     install_hint: str
     device_requirement: str
     precision_from: str = "artifact"
+    executed_reader: str | None = None  # "module:function"(executed, artifact, asked) -> fields
     description: str = ""
-    extra_distributions: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def adapter(self) -> Path:
@@ -89,6 +93,22 @@ class Runtime:
 
     def inspector(self) -> Callable:
         return resolve(self.artifact_format.inspector)
+
+    def device_precision(self, executed: dict | None, artifact: Path | None, asked: str | None) -> dict | None:
+        """Precision fields from what the runner read back on the device; None when it read
+        nothing and the host's reading of the artifact stands (it is this runtime's own), or
+        fields that say nothing was read (the artifact's reading is another runtime's)."""
+        if self.precision_from != "runner":
+            return None
+        if executed and not executed.get("error"):
+            if self.executed_reader is None:
+                return executed
+            return resolve(self.executed_reader)(executed, artifact, asked)
+        if self.artifact_format.inspected_as == self.name:
+            return None
+        why = (executed or {}).get("error") or "the runner read back nothing"
+        return {"compute_precision": None, "precision_ops": {}, "precision_source": None,
+                "precision_note": f"precision not read on the device: {why}"}
 
 
 def register(rt: Runtime) -> Runtime:

@@ -9,5 +9,9 @@ register(Runtime(
     module="onnxruntime",
     install_hint="pip install onnxruntime",
     device_requirement="onnxruntime",
+    # Kernels are picked per CPU (fp16 stays fp16 on ARMv8.2 cores, is cast to fp32 on x86):
+    # the runner profiles one inference on the device and the host reads its kernels.
+    precision_from="runner",
+    executed_reader="edgebench.precision_onnx:read_ort_kernels",
     description="Microsoft onnxruntime, CPU execution provider",
 ))

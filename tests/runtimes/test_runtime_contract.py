@@ -66,8 +66,9 @@ def _check(result: dict, name: str, want: np.ndarray) -> None:
     got = logits.reshape(result["logits_shape"]).argmax(1)
     assert (got == want).mean() >= 0.98, f"{name}: predictions differ from torch's"
     assert result["n_eval"] == len(want)
-    if RUNTIMES.get(name).precision_from == "runner":
-        assert result["executed"]["compute_precision"] == "fp32", result["executed"]
+    if RUNTIMES.get(name).precision_from == "runner":  # read back on the device, for an fp32 model
+        fields = RUNTIMES.get(name).device_precision(result["executed"], None, "fp32")
+        assert fields["compute_precision"] == "fp32", result["executed"]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -101,9 +102,6 @@ def test_every_runtime_runs_on_emulated_aarch64(exported, name):
     finally:
         target.close()
     assert result.get("emulated", True)
-    if RUNTIMES.get(name).precision_from == "runner" and result.get("executed"):
-        # ARMv8.2 cores may run "fp32" in fp16 by default; an A72 has no fp16 arithmetic.
-        result["executed"]["compute_precision"] = "fp32"
     _check(result, name, want)
 
 
@@ -128,3 +126,31 @@ def test_a_runner_without_the_adapter_says_unavailable(tmp_path, exported):
                            "--data", str(data), "--runtime", "onnxruntime"], capture_output=True, text=True)
     assert proc.returncode == 3
     assert "no adapter for runtime 'onnxruntime' (rt_onnxruntime.py not staged)" in json.loads(proc.stdout)["error"]
+
+
+@pytest.mark.qemu
+def test_onnxruntime_reports_the_fp16_kernels_an_armv82_core_really_runs(exported, tmp_path):
+    """The same fp16 .onnx: cast back to fp32 on a Cortex-A72 (and on x86), computed in fp16
+    on a Cortex-A76 — read on the device from the kernels it ran, not from the host's graph."""
+    from edgebench.export import quantize_onnx
+    from edgebench.targets import qemu_rootfs
+
+    if qemu_rootfs.rootfs_path() is None:
+        pytest.skip("the aarch64 rootfs is not prepared (edgebench targets --prepare qemu-aarch64)")
+    files, _, data, _ = exported
+    with np.load(data) as d:
+        calib = d["x"][:16]
+    fp16 = quantize_onnx(files["onnx"], tmp_path / "fp16.onnx", "fp16", calib)
+    ort = RUNTIMES.get("onnxruntime")
+    seen = {}
+    for name in ("local", "qemu-aarch64", "qemu-aarch64-a76"):
+        target = open_target(load_profile(name))
+        try:
+            result = target.measure(fp16, data, "onnxruntime", OPTIONS)
+        finally:
+            target.close()
+        assert result["status"] == "ok", result.get("error")
+        fields = ort.device_precision(result["executed"], fp16, "fp16")
+        assert fields["weight_precision"] == "fp16" and "profiled" in fields["precision_source"]
+        seen[name] = fields["compute_precision"]
+    assert seen == {"local": "fp32", "qemu-aarch64": "fp32", "qemu-aarch64-a76": "fp16"}
