@@ -237,7 +237,7 @@ def test_every_chart_draws_from_a_small_run(tmp_path):
     import matplotlib.pyplot as plt
 
     from edgebench.analyze import load
-    from edgebench.analyze.plots import CHARTS  # write_plots itself: tests/test_analyze.py
+    from edgebench.analyze.plots import CHARTS  # write_plots itself: tests/analyze/test_analyze.py
 
     rng = np.random.default_rng(0)
     variants = [("baseline", None, 100_000, 0.95), ("int8", "quantize", 27_000, 0.94),
