@@ -65,14 +65,14 @@ def load_run_data(exp: Experiment, log):
 def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], log) -> list[BuiltVariant]:
     """Train (or load) the baseline and build every variant, reusing what a resumed run has."""
     from edgebench.config import Variant
-    from edgebench.export_worker import TfliteWorker
+    from edgebench.export_worker import ExportWorker
 
     data.save_eval(run_dir / "eval.npz")
     variants = (Variant("baseline"), *exp.variants)
     existing = {v.name: load_variant(run_dir, v.name) for v in variants}
     # TFLite exports overlap the next variant's compression in a second process; every one has
     # finished (and the worker stopped) before this returns, so nothing overlaps measuring.
-    worker = TfliteWorker.start() if "tflite" in formats and None in existing.values() else None
+    worker = ExportWorker.start(formats) if None in existing.values() else None
     baseline = None
     built: list[BuiltVariant] = []
     try:

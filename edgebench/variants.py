@@ -8,25 +8,24 @@ with its error, so its records say why; the sweep goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from edgebench.artifacts import ExportRequest
 from edgebench.config import Experiment, Variant, step_to_dict
 from edgebench.errors import EdgebenchError
 from edgebench.precision import inspect_artifact, took
+from edgebench.runtimes import FORMATS, resolve
 
 # What `static_fields` copies from an artifact's inspection into every record.
 PRECISION_FIELDS = ("compute_precision", "weight_precision", "precision_note", "precision_ops", "precision_source")
 
 PRECISION_OF = {"fp32": "fp32", "fp16": "fp16", "int8_dynamic": "int8", "int8_static": "int8"}
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
-TFLITE_FP32_TOLERANCE = 1e-4
-TFLITE_BROKEN_REL_ERR = 1.0  # ‖Δlogits‖ ≥ ‖logits‖: nothing of the model is left
 
 
 @dataclass
@@ -36,17 +35,18 @@ class BuiltVariant:
     name: str
     dir: Path
     info: dict = field(default_factory=dict)  # the content of variant.json
-    pending: Any = None  # a TFLite export still running in the worker (export_worker.Job)
+    pending: Any = None  # an export still running in the worker (export_worker.Job)
 
     def finish(self, log) -> BuiltVariant:
         """Wait for an export still running in the background; then write variant.json."""
         if self.pending is not None:
-            self.info["artifacts"]["tflite"], seconds = self.pending.result(log, self.name)
+            fmt = self.pending.fmt
+            self.info["artifacts"][fmt], seconds = self.pending.result(log, self.name)
             # The export's own time; it overlapped the next variants' compression.
-            self.info["timings_s"]["tflite"] = round(seconds, 2)
-            self.info["timings_s"]["tflite_in_background"] = True
-            if not self.info["artifacts"]["tflite"].get("error"):
-                _inspect_precision(self.info, "tflite", self.dir / "model.tflite", log)
+            self.info["timings_s"][fmt] = round(seconds, 2)
+            self.info["timings_s"][f"{fmt}_in_background"] = True
+            if not self.info["artifacts"][fmt].get("error"):
+                _inspect_precision(self.info, fmt, self.pending.path, log)
             self.pending = None
             _write_info(self.dir, self.info)
         return self
@@ -98,7 +98,7 @@ def export_scheme(variant: Variant) -> str:
 def _quantize_options(variant: Variant) -> dict:
     for step in reversed(variant.steps):
         if getattr(step, "export_scheme", None):
-            return {"per_channel": getattr(step, "per_channel", False), "method": getattr(step, "calibration", "minmax")}
+            return {"per_channel": getattr(step, "per_channel", False), "calibration": getattr(step, "calibration", "minmax")}
     return {}
 
 
@@ -106,11 +106,13 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
                   worker=None) -> BuiltVariant:
     """Apply the steps to a copy of the baseline, export it, write variant.json.
 
-    With a `worker` (export_worker.TfliteWorker) the TFLite export runs there while the caller
-    goes on; the variant is complete, and its variant.json written, after `finish()`.
+    Each format's exporter (`edgebench.runtimes.FORMATS`, `edgebench.artifacts`) makes its
+    file. With a `worker` (export_worker.ExportWorker) a format marked `background` (TFLite)
+    is exported there while the caller goes on; the variant is complete, and its variant.json
+    written, after `finish()`.
     """
     from edgebench.compress import StepContext
-    from edgebench.export import artifact_sizes, export_onnx, onnx_costs, quantize_onnx, verify_onnx
+    from edgebench.export import export_onnx, onnx_costs, verify_onnx
     from edgebench.models import count_params
     from edgebench.train import evaluate
 
@@ -147,69 +149,43 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
 
     t0 = time.perf_counter()
     float_onnx = vdir / "float.onnx"
+    request = ExportRequest(x_test=data.x_test, x_calib=data.x_calib, scheme=scheme, **_quantize_options(variant))
     try:
+        # Every variant has a float ONNX export: its MACs come from it, and the ONNX formats
+        # are made from it. A model that cannot be exported to ONNX still tries the others.
         export_onnx(model, data.x_test[:1], float_onnx)
         float_err = verify_onnx(float_onnx, model, data.x_test[:128])
         costs = onnx_costs(float_onnx)
         info["macs"] = costs["macs"]
         info["activation_bytes"] = costs["activation_elements"] * BYTES_PER_WEIGHT[info["precision"]]
-        if "onnx" in formats:
-            path = quantize_onnx(float_onnx, vdir / "model.onnx", scheme, data.x_calib, **_quantize_options(variant))
-            size, gz = artifact_sizes(path)
-            info["artifacts"]["onnx"] = {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz,
-                                         "export_rel_err": float_err}  # fmt: skip
-            _inspect_precision(info, "onnx", path, log)
+        request = dataclasses.replace(request, float_onnx=float_onnx, float_onnx_rel_err=float_err)
     except EdgebenchError as exc:
-        info["artifacts"]["onnx"] = {"error": str(exc)}
+        info["float_onnx_error"] = str(exc)
         log(f"{variant.name}: {exc}")
+    info["timings_s"]["float_onnx"] = round(time.perf_counter() - t0, 2)
+    pending = None
+    try:
+        for fmt in sorted(formats):
+            spec = FORMATS[fmt]
+            path = vdir / f"model{spec.suffix}"
+            if spec.onnx_based and request.float_onnx is None:
+                info["artifacts"][fmt] = {"error": info["float_onnx_error"]}
+                continue
+            if spec.background and worker is not None and pending is None:
+                pending = worker.submit(fmt, model, request, path)
+                if pending is not None:
+                    continue
+            t0 = time.perf_counter()
+            info["artifacts"][fmt] = resolve(spec.exporter)(model, request, path, log, variant.name)
+            info["timings_s"][fmt] = round(time.perf_counter() - t0, 2)
+            if not info["artifacts"][fmt].get("error"):
+                _inspect_precision(info, fmt, path, log)
     finally:
         float_onnx.unlink(missing_ok=True)
-    info["timings_s"]["onnx"] = round(time.perf_counter() - t0, 2)
-
-    if "tflite" in formats and worker is not None:
-        per_channel = _quantize_options(variant).get("per_channel", False)
-        job = worker.submit(model, data, vdir / "model.tflite", scheme, per_channel)
-        if job is not None:
-            return BuiltVariant(variant.name, vdir, info, pending=job)
-    if "tflite" in formats:
-        t0 = time.perf_counter()
-        info["artifacts"]["tflite"] = _export_tflite(
-            model, data, vdir / "model.tflite", scheme, _quantize_options(variant).get("per_channel", False), log, variant.name
-        )
-        info["timings_s"]["tflite"] = round(time.perf_counter() - t0, 2)
-        if not info["artifacts"]["tflite"].get("error"):
-            _inspect_precision(info, "tflite", vdir / "model.tflite", log)
+    if pending is not None:
+        return BuiltVariant(variant.name, vdir, info, pending=pending)
     _write_info(vdir, info)
     return BuiltVariant(variant.name, vdir, info)
-
-
-def _export_tflite(model, data, path: Path, scheme: str, per_channel: bool, log, name: str) -> dict:
-    from edgebench.export import artifact_sizes
-
-    try:
-        try:
-            from edgebench.export_tflite import export_tflite, verify_tflite
-        except ImportError as exc:
-            raise EdgebenchError(f"unavailable: TFLite export is not installed ({exc})") from None
-        export_tflite(model, data.x_test[:1], path, scheme=scheme, calibration=data.x_calib, per_channel=per_channel)
-        check = verify_tflite(path, model, data.x_test[:128])
-        # A float export must follow torch; a mismatch is reported, never hidden.
-        if scheme == "fp32" and not check["logit_rel_err"] <= TFLITE_FP32_TOLERANCE:
-            raise EdgebenchError(f"TFLite export does not match torch: relative error {check['logit_rel_err']:.2e} "
-                                 f"> {TFLITE_FP32_TOLERANCE:.0e} on {check['n']} test inputs")
-        if not np.isfinite(check["logit_rel_err"]) or check["logit_rel_err"] > TFLITE_BROKEN_REL_ERR:
-            # Quantization error is expected; outputs this far from torch mean a broken model.
-            raise EdgebenchError(f"TFLite {scheme} export is broken: relative error {check['logit_rel_err']:.2e}, "
-                                 f"top-1 agreement {check['agreement']:.0%} with torch on {check['n']} test inputs")
-    except EdgebenchError as exc:
-        log(f"{name}: tflite: {exc}")
-        return {"error": str(exc)}
-    except Exception as exc:  # noqa: BLE001
-        log(f"{name}: tflite: {type(exc).__name__}: {exc}")
-        return {"error": f"TFLite export failed: {type(exc).__name__}: {exc}"}
-    size, gz = artifact_sizes(path)
-    return {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz,
-            "export_rel_err": check["logit_rel_err"], "export_agreement": check["agreement"]}
 
 
 def _inspect_precision(info: dict, fmt: str, path: Path, log) -> None:

@@ -36,22 +36,29 @@ RUNTIMES = Registry("runtime", modules=(
 
 @dataclass(frozen=True)
 class Format:
-    """An artifact format: its file, the exporter that writes it from a variant, and the
-    static inspection of the precision its graph asks for (`module:function` references,
-    imported only when used, so declaring a format costs nothing)."""
+    """An artifact format: its file, the exporter that makes it from a variant's model and
+    checks it against torch (`edgebench.artifacts`: one signature for all), and the static
+    inspection of the precision its graph asks for. References are `module:function` strings,
+    imported only when used, so declaring a format costs nothing. `onnx_based`: made from the
+    variant's float ONNX export; `background`: slow enough to export in the worker process
+    while the next variant is compressed (edgebench.export_worker)."""
 
     name: str
     suffix: str
-    exporter: str  # "module:function", see edgebench.variants
-    inspector: str  # "module:function" (path, asked=...) -> precision fields
+    exporter: str  # "module:function"(model, ExportRequest, path, log, name) -> variant.json entry
+    inspector: str  # "module:function"(path, asked) -> precision fields
     inspected_as: str  # the runtime whose view of the graph the inspector gives
+    onnx_based: bool = False
+    background: bool = False
+    exporter_needs: tuple[str, ...] = ()  # modules the exporter imports (an extra), warmed in the worker
 
 
 FORMATS = {
-    "onnx": Format("onnx", ".onnx", "edgebench.export:export_onnx", "edgebench.precision_onnx:inspect_onnx",
-                   inspected_as="onnxruntime"),
-    "tflite": Format("tflite", ".tflite", "edgebench.export_tflite:export_tflite",
-                     "edgebench.precision_tflite:inspect_tflite", inspected_as="tflite"),
+    "onnx": Format("onnx", ".onnx", "edgebench.artifacts:onnx_artifact", "edgebench.precision_onnx:inspect_onnx",
+                   inspected_as="onnxruntime", onnx_based=True),
+    "tflite": Format("tflite", ".tflite", "edgebench.artifacts:tflite_artifact",
+                     "edgebench.precision_tflite:inspect_tflite", inspected_as="tflite", background=True,
+                     exporter_needs=("litert_torch",)),
 }
 
 
