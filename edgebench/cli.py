@@ -122,7 +122,8 @@ def summary_table(records: list[dict]) -> str:
             text += f" ({ci[0] * 100:.1f}–{ci[1] * 100:.1f})"
         if n and n < most:  # a subset (e.g. the QEMU profile's first 100 inputs) says so
             text += f" n={n}"
-        rows.append((r["variant"], r["target"], r["runtime"], size, f"{r['latency_ms']['p50']:.3f}", text,
+        p50 = f"{r['latency_ms']['p50']:.3f}" + (" emulated" if r.get("emulated") else "")  # not a device's speed
+        rows.append((r["variant"], r["target"], r["runtime"], size, p50, text,
                      _delta(records, r), precision_label(r.get("precision"), r.get("compute_precision"))))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

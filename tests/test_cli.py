@@ -54,3 +54,17 @@ def test_unreachable_ssh_target_is_reported_and_fails_only_when_strict(tmp_path)
     assert "UNREACHABLE" in out.stdout and f"127.0.0.1:{port}" in out.stdout
     strict = subprocess.run([*cmd, "--strict"], capture_output=True, text=True, timeout=60)
     assert strict.returncode == 1
+
+
+def test_the_run_summary_labels_emulated_latency_and_subset_accuracy():
+    from edgebench.cli import summary_table
+
+    def record(target, emulated, n):
+        return {"variant": "baseline", "target": target, "runtime": "onnxruntime", "status": "ok", "size_bytes": 2048,
+                "latency_ms": {"p50": 0.5}, "accuracy": 0.9, "accuracy_ci95": [0.88, 0.92], "n_eval": n,
+                "emulated": emulated, "precision": "fp32", "compute_precision": "fp32"}
+
+    lines = summary_table([record("local", False, 1800), record("qemu-aarch64", True, 100)]).splitlines()
+    local, qemu = lines[1], lines[2]
+    assert "0.500 emulated" in qemu and "n=100" in qemu
+    assert "emulated" not in local and "n=" not in local
