@@ -191,12 +191,13 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
     if chart.column.startswith("energy_mj") and not _all_measured(ok):
         title += f"\n{NO_METER_NOTE}"
     fig.suptitle(title, fontsize=12)
+    top = 1 - (0.2 + 0.2 * title.count("\n")) / fig.get_size_inches()[1]  # the suptitle's own room
     if numbered:
         right = _key(fig, ok, numbers, ordered(methods), extra)
-        fig.tight_layout(rect=(0, 0, right, 1))
+        fig.tight_layout(rect=(0, 0, right, top))
     else:
         bottom = legend(fig, ordered(methods), extra)
-        fig.tight_layout(rect=(0, bottom, 1, 1))
+        fig.tight_layout(rect=(0, bottom, 1, top))
     left = sum(label_points(*panel) for panel in todo)
     return fig, left
 
@@ -224,10 +225,24 @@ def _ran(asked: Any, ran: Any) -> str:
 
 
 def _ran_anywhere(ok: pd.DataFrame, variant: str) -> str:
-    """The key's note for a variant whose scheme did not take on some target/runtime."""
+    """The key's note for a variant whose scheme did not take on some target/runtime: the
+    note alone when it holds on every panel, else where it holds (" (ran fp16 on a/b)")."""
     rows = ok[ok["variant"].eq(variant)]
-    notes = sorted({_ran(a, r) for a, r in zip(rows["precision"], rows["compute_precision"], strict=False)} - {""})
-    return "".join(notes)
+    where: dict[str, list[str]] = {}
+    for _, row in rows.iterrows():
+        note = _ran(row["precision"], row["compute_precision"])
+        if note:
+            where.setdefault(note, []).append(f"{row['target']}/{row['runtime']}")
+    panels = len(rows[["target", "runtime"]].drop_duplicates())
+    parts = []
+    for note, at in sorted(where.items()):
+        if len(at) == panels:
+            parts.append(note)
+        elif len(at) <= 2:
+            parts.append(f"{note[:-1]} on {', '.join(sorted(at))})")
+        else:
+            parts.append(f"{note[:-1]} on {len(at)} of {panels} panels)")
+    return "".join(parts)
 
 
 def _all_measured(rows: pd.DataFrame) -> bool:
