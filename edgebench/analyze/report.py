@@ -258,7 +258,7 @@ def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str
     git = manifest.get("git") or {}
     facts = {
         "run": run_id,
-        "commit": f"{git.get('commit', '—')}{' (dirty)' if git.get('dirty') else ''}",
+        "commit": f"{git.get('commit') or 'not a git checkout'}{' (dirty)' if git.get('dirty') else ''}",
         "edgebench": manifest.get("edgebench", manifest.get("edgebench_version", "—")),
         "machine": _machine_line(manifest),
         "started": manifest.get("started", "—"),
