@@ -48,6 +48,7 @@ from edgebench.hosts.probe import probe_script, read_probe
 CONTROL_PERSIST_S = 120  # the master outlives a crashed edgebench by this much, then exits
 KILL_GRACE_S = 5  # remote `timeout -k`: SIGKILL this long after SIGTERM
 NO_TASKSET = 125  # run()'s exit status when pinning was asked for and the device has no taskset
+PART_STALE_MIN = 60  # an upload's .part older than this was interrupted: removed at the next upload
 
 
 class SshError(TargetError):
@@ -95,6 +96,7 @@ class SshHost(HostDefaults):
         self.connect_s: float | None = None  # seconds the first command took (connect + auth)
         self._digests = Digests()
         self._resolved: dict[str, str] | None = None
+        self._swept = False
         self._open_control()
 
     def _open_control(self) -> None:
@@ -186,12 +188,22 @@ class SshHost(HostDefaults):
             raise SshError(ssh_messages.python_missing(self.settings, self.where))
         return {line[5:] for line in lines if line.startswith("have:")}
 
+    def _sweep_parts(self) -> None:
+        """Once per connection, before uploading: delete what interrupted uploads left (a .part
+        more than PART_STALE_MIN minutes old; a younger one may be another run's, in flight)."""
+        if self._swept:
+            return
+        self._swept = True
+        self._must(f"find blobs runners -mindepth 1 -maxdepth 1 -name '.*.part-*' -mmin +{PART_STALE_MIN} "
+                   "-exec rm -rf {} + 2>/dev/null; true", "removing interrupted uploads")
+
     def stage(self, files: Sequence[Path], timeout_s: float = 300.0) -> list[str]:
         files = [Path(f) for f in files]
         names = [f"blobs/{blob_name(f, self._digests(f))}" for f in files]
         present = self._present(names)
         for path, name in zip(files, names, strict=True):
             if name not in present:
+                self._sweep_parts()
                 present.add(name)  # the same file twice in `files` travels once
                 part = shlex.quote(f"blobs/.{name[6:]}.part-{uuid.uuid4().hex}")
                 self._upload(path, part, timeout_s, then=f"mv -f {part} {shlex.quote(name)}")
@@ -201,6 +213,7 @@ class SshHost(HostDefaults):
         files = [Path(f) for f in files]
         folder = f"runners/{bundle_name(self._digests.bundle(files))}"
         if folder not in self._present([folder]):
+            self._sweep_parts()
             part = shlex.quote(f"runners/.{folder[8:]}.part-{uuid.uuid4().hex}")
             self._must(f"mkdir -p {part}", "staging the runner")
             for f in files:

@@ -143,3 +143,22 @@ def test_an_interrupted_bundle_upload_is_never_trusted(sshd, tmp_path, monkeypat
         assert sorted(p.name for p in folder.iterdir()) == sorted(f.name for f in runner_files("onnxruntime"))
     finally:
         host.close()
+
+
+def test_what_an_interrupted_upload_left_is_removed_once_stale(sshd, tmp_path):
+    import os
+    import time
+
+    remote = tmp_path / "remote"
+    stale = remote / "runners" / ".runner-abc.part-1"
+    fresh = remote / "blobs" / ".0123.npz.part-2"  # another run's upload, in flight
+    for part in (stale, fresh):
+        part.mkdir(parents=True)
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    host = SshHost(_ssh_settings(sshd, remote))
+    try:
+        host.stage_bundle(runner_files("onnxruntime"))
+    finally:
+        host.close()
+    assert not stale.exists() and fresh.exists()
