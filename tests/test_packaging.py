@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -58,13 +59,16 @@ def test_a_wheel_install_runs_the_demos_first_steps(installed):
     head, first, *rest = text.split("\n[[variant]]")
     run_table = "[run]" + rest[-1].split("\n[run]", 1)[1]
     short = re.sub(r"(?m)^epochs = \d+", "epochs = 1", head) + "\n[[variant]]" + first + "\n" + run_table
-    short = re.sub(r"(?m)^runtimes = .*", 'runtimes = ["onnxruntime"]', short)
+    # Every runtime adapter must ship in the wheel: OpenVINO's too where it is installed.
+    runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    short = re.sub(r"(?m)^runtimes = .*", f"runtimes = {json.dumps(runtimes)}", short)
     short = re.sub(r"(?m)^min_seconds = .*", "min_seconds = 0.05", short)
     (installed["work"] / "first-steps.toml").write_text(short)
     proc = edgebench(installed, "run", "first-steps.toml", "--out", "results", "--json", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run_dir = installed["work"] / json.loads(proc.stdout)["run_dir"]
     records = read_records(run_dir)
-    assert [r["variant"] for r in records] == ["baseline", first.split('"')[1]]
+    assert [(r["variant"], r["runtime"]) for r in records] == [
+        (v, rt) for rt in runtimes for v in ("baseline", first.split('"')[1])]
     assert all(r["status"] == "ok" and r["accuracy"] is not None for r in records)
     assert (run_dir / "report.html").is_file()
