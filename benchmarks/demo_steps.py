@@ -47,12 +47,12 @@ def main() -> int:
     columns = sorted({k for v in measure.values() for k in v})
     infos = {p.name: json.loads((p / "variant.json").read_text()) for p in (run_dir / "variants").iterdir()}
     background = any(i.get("timings_s", {}).get("tflite_in_background") for i in infos.values())
-    header = ["variant", "steps s", "onnx s", "tflite s (in background)" if background else "tflite s",
+    header = ["variant", "steps s", "onnx s (float export + quantize)", "tflite s (in background)" if background else "tflite s",
               *[f"{c} s" for c in columns]]
     rows, totals = [], defaultdict(float)
     for vdir in sorted((run_dir / "variants").iterdir(), key=lambda p: (p.name != "baseline", p.stat().st_mtime)):
         t = infos[vdir.name].get("timings_s", {})
-        row = [vdir.name, t.get("steps", 0.0), t.get("onnx", 0.0), t.get("tflite", 0.0),
+        row = [vdir.name, t.get("steps", 0.0), t.get("float_onnx", 0.0) + t.get("onnx", 0.0), t.get("tflite", 0.0),
                *[measure[vdir.name].get(c, 0.0) for c in columns]]  # fmt: skip
         for name, value in zip(header[1:], row[1:]):
             totals[name] += value
