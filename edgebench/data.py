@@ -258,25 +258,39 @@ def _builtin(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return as_float[0], y_train, as_float[1], y_test, 255.0, notes
 
 
-def _npz(path: Path) -> tuple:
+def _npz(path: Path, test_fraction: float = 0.2, seed: int = 0) -> tuple:
     try:
         z = np.load(path)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"data {path}: cannot be read as .npz ({exc})") from None
     need = {"x_train", "y_train", "x_test", "y_test"}
     missing = need - set(z.files)
-    if missing:
-        raise ConfigError(f"data {path}: missing arrays {sorted(missing)}; a .npz needs x_train, y_train, x_test, y_test")
+    arrays = {k: z[k] for k in z.files}
+    if missing and {"x", "y"} <= set(z.files):
+        # One set: split here as an image folder is (seeded, stratified, test_fraction).
+        from sklearn.model_selection import train_test_split
+
+        y = arrays["y"]
+        if len(arrays["x"]) != len(y):
+            raise ConfigError(f"data {path}: x has {len(arrays['x'])} rows but y has {len(y)}")
+        counts = np.unique(y, return_counts=True)[1]
+        stratify = y if counts.min() >= 2 else None
+        arrays["x_train"], arrays["x_test"], arrays["y_train"], arrays["y_test"] = train_test_split(
+            arrays["x"], y, test_size=test_fraction, random_state=seed, stratify=stratify)
+    elif missing:
+        raise ConfigError(f"data {path}: missing arrays {sorted(missing)}; a .npz needs x_train, y_train, x_test, "
+                          "y_test (or x and y, split by [data] test_fraction)")
     out = []
     for key in ("x_train", "x_test"):
-        x = z[key].astype(np.float32)
+        x = arrays[key].astype(np.float32)
         if x.ndim == 3:
             x = x[:, None]
         if x.ndim != 4:
             raise ConfigError(f"data {path}: {key} must be N×C×H×W or N×H×W, got shape {x.shape}")
         out.append(x)
-    classes = sorted(set(z["y_train"].tolist()) | set(z["y_test"].tolist()))
-    return out[0], z["y_train"].astype(np.int64), out[1], z["y_test"].astype(np.int64), [str(c) for c in classes]
+    classes = sorted(set(arrays["y_train"].tolist()) | set(arrays["y_test"].tolist()))
+    return (out[0], arrays["y_train"].astype(np.int64), out[1], arrays["y_test"].astype(np.int64),
+            [str(c) for c in classes])
 
 
 def _image_folder(path: Path, size: int, grayscale: bool) -> tuple[np.ndarray, np.ndarray, list]:
@@ -331,7 +345,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> Dataset:
             )
             full_scale = 255.0
         elif path.suffix == ".npz":
-            x_train, y_train, x_test, y_test, classes = _npz(path)
+            x_train, y_train, x_test, y_test, classes = _npz(path, cfg.test_fraction, seed)
             x_train, x_test = _resize(x_train, cfg.image_size), _resize(x_test, cfg.image_size)
             full_scale, image_range = None, None  # the user's arrays, as they are
         else:

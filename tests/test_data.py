@@ -152,6 +152,20 @@ def test_npz_source(tmp_path):
         load_data(DataConfig(source=str(tmp_path / "bad.npz")))
 
 
+def test_a_npz_of_one_set_is_split_like_an_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((200, 3, 8, 8)).astype(np.float32), np.repeat(np.arange(4), 50)
+    np.savez(tmp_path / "one.npz", x=x, y=y)
+    data = load_data(DataConfig(source=str(tmp_path / "one.npz"), test_fraction=0.25, calibration_size=10), seed=3)
+    assert len(data.x_test) == 50 and len(data.x_train) + len(data.x_calib) == 150
+    assert sorted(np.bincount(data.y_test)) == [12, 12, 13, 13]  # stratified
+    again = load_data(DataConfig(source=str(tmp_path / "one.npz"), test_fraction=0.25, calibration_size=10), seed=3)
+    np.testing.assert_array_equal(data.x_test, again.x_test)  # seeded
+    np.savez(tmp_path / "short.npz", x=x, y=y[:10])
+    with pytest.raises(ConfigError, match="x has 200 rows but y has 10"):
+        load_data(DataConfig(source=str(tmp_path / "short.npz")))
+
+
 def test_image_folder_source(tmp_path):
     from PIL import Image
 
