@@ -23,6 +23,8 @@ COMMANDS = {
     "report": ("edgebench.analyze.report", "redraw plots and reports from a run's records", "add_arguments", "main"),
     "check": ("edgebench.analyze.check", "regression gate: exit 0 pass, 1 regression, 2 bad input", "add_arguments", "main"),
     "compare": ("edgebench.analyze.compare", "side-by-side table of two runs", "add_arguments", "main"),
+    "profile": ("edgebench.analyze.profile", "per-layer time on a target, mapped to PyTorch modules; diff two variants",
+                "add_arguments", "main"),
     "targets": ("edgebench.targets.command", "list target profiles and whether each is usable now", "add_arguments", "main"),
     "sensitivity": ("edgebench.sensitivity", "accuracy drop per layer when only that layer is pruned/quantized", "add_arguments", "main"),
 }
