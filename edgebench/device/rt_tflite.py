@@ -4,6 +4,9 @@ the standard library, numpy and ai-edge-litert."""
 from __future__ import annotations
 
 INSTALL_HINT = "pip install ai-edge-litert (or: pip install 'edgebench[tflite]')"
+# Model has no `profile`: the runner answers --profile-runs with this (exit 3).
+NO_PROFILE = ("tflite has no per-op profiler in the Python interpreter "
+              "(the host estimates per-layer time from MACs)")
 
 
 def import_runtime():

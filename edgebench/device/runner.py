@@ -18,7 +18,8 @@ load; the peak of inference alone; the peak of the accuracy pass), with the run 
 the timed loop, accuracy, the logits (base64 float32) and facts about the machine.
 A failure prints `{"status": "error", "error": ...}` and exits 1; a runtime that is not
 installed, or cannot run this model on this CPU, exits 3 with `"error": "unavailable: ..."`.
-An adapter that can read back what its runtime compiled adds `executed` (the precision that ran).
+An adapter that can read back what its runtime compiled adds `executed` (the precision that ran);
+one that can time each node adds `profile` (`--profile-runs N`: a per-node document instead).
 """
 
 from __future__ import annotations
@@ -108,9 +109,6 @@ def _options(pairs: list[str]) -> dict:
             raise ValueError(f"--runtime-option {pair!r}: expected KEY=VALUE")
         out[key] = value
     return out
-
-
-
 
 
 def measure_latency(call, warmup: int, min_runs: int, min_seconds: float, max_seconds: float):
@@ -301,6 +299,33 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def profile_unavailable(adapter, runtime: str) -> str | None:
+    """Why this adapter cannot time each node (its NO_PROFILE), or None when it can."""
+    if hasattr(adapter.Model, "profile"):
+        return None
+    return getattr(adapter, "NO_PROFILE", f"{runtime} has no per-node profiler in this runner")
+
+
+def run_profile(args: argparse.Namespace) -> dict:
+    """`--profile-runs N`: per-node time on the first input (the adapter's `profile`: warm-up
+    runs dropped, N measured). No accuracy pass, no timing loop: profiling inflates the total,
+    so the host scales the nodes' shares to a clean p50."""
+    _pin_threads(args.threads)
+    try:
+        import numpy as np
+    except ImportError as exc:
+        raise Unavailable("numpy is not installed (pip install numpy)") from exc
+    adapter = load_adapter(args.runtime)
+    import_runtime(adapter)
+    why = profile_unavailable(adapter, args.runtime)
+    if why:
+        raise Unavailable(why)
+    model = open_model(adapter, args.model, args.threads, _options(args.runtime_option))
+    profile = model.profile(_first_input(args.data, np), runs=args.profile_runs, warmup=args.warmup)
+    return {"status": "ok", "runner_version": RUNNER_VERSION, "runtime": args.runtime,
+            "runtime_version": model.version, "threads": args.threads, "profile": profile,
+            "machine": machine_facts()}
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Measure one model on one runtime; print JSON.")
@@ -323,6 +348,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compare-model", help="A/B: also time this artifact, interleaved with --model "
                    "in blocks (latency only); its samples are compare_samples_ms")
     p.add_argument("--compare-data", help="inputs of --compare-model (default: --data)")
+    p.add_argument("--profile-runs", type=int, default=0, metavar="N",
+                   help="per-node time instead: N profiled runs after --warmup (0: off)")
     p.add_argument("--output", help="write the JSON here instead of stdout")
     return p.parse_args(argv)
 
@@ -331,7 +358,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     code = 0
     try:
-        result = run_pair(args) if args.compare_model else run(args)
+        if args.profile_runs < 0:
+            raise ValueError("--profile-runs must be >= 0")
+        result = (run_profile(args) if args.profile_runs else run_pair(args) if args.compare_model
+                  else run(args))
     except Unavailable as exc:
         result, code = {"status": "error", "error": f"unavailable: {exc}"}, EXIT_UNAVAILABLE
     except Exception as exc:  # noqa: BLE001 - every failure must come back as JSON

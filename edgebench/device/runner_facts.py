@@ -200,8 +200,21 @@ def rapl_delta_uj(before: int | None, after: int | None) -> int | None:
     return delta
 
 
-# ---- measuring ----------------------------------------------------------------------------
+# ---- per-node profiles ----------------------------------------------------------------------
 
+def node_profile(runs: list[list[tuple]], warmup: int, source: str, wall_ms: list[float]) -> dict:
+    """The `profile` document from the measured runs (warm-up already left out): `runs` holds
+    one list per run (or one list of means) of (name, op, kernel, precision, ms); each node's ms
+    is its mean per run, nodes in the order they first ran; `wall_ms` each measured run's wall time."""
+    nodes: dict[str, dict] = {}
+    for run in runs:
+        for name, op, kernel, precision, ms in run:
+            node = nodes.setdefault(name, {"name": name, "op": op, "kernel": kernel, "precision": precision, "ms": 0.0})
+            node["ms"] += ms
+    for node in nodes.values():
+        node["ms"] = round(node["ms"] / max(len(runs), 1), 6)
+    return {"nodes": list(nodes.values()), "runs": len(wall_ms), "dropped": warmup, "measured": True,
+            "source": source, "profiled_run_ms": sum(wall_ms) / max(len(wall_ms), 1)}
 
 
 def machine_facts() -> dict:

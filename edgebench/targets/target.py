@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,10 +68,11 @@ class Target:
     # ---- measuring ----------------------------------------------------------------------
 
     def measure(self, artifact: Path, data: Path, runtime: str, options: Measure,
-                compare: tuple[Path, Path] | None = None) -> dict:  # fmt: skip
+                compare: tuple[Path, Path] | None = None, extra_args: Sequence[str] = ()) -> dict:  # fmt: skip
         """Run the runner on `artifact`; its JSON document, or {"status": "error", "error": ...}.
 
-        `compare` = (artifact, data) is timed interleaved with it in the same process (A/B)."""
+        `compare` = (artifact, data) is timed interleaved with it in the same process (A/B).
+        `extra_args` go last on the runner's command line (e.g. `--profile-runs 50`)."""
         problem = self.host.unavailable()
         if problem:
             return self._labelled({"status": "error", "error": f"unavailable: {problem}"})
@@ -82,7 +83,7 @@ class Target:
             return self._labelled({"status": "error", "error": str(exc)})
         argv = [self.host.python, runner, "--model", model, "--data", inputs, "--runtime", runtime,
                 *options.runner_args(), *self.profile.runtime_options(runtime),
-                *(["--compare-model", other[0], "--compare-data", other[1]] if other else [])]  # fmt: skip
+                *(["--compare-model", other[0], "--compare-data", other[1]] if other else []), *extra_args]  # fmt: skip
         self._cool_down(options.cooldown_s)
         done = self.host.run(argv, thread_env(options.threads), options.timeout_s, cpus=options.taskset)
         self._last_run_end = time.monotonic()
