@@ -81,6 +81,7 @@ def _reuse_torchlib_registry():
 # (int8, fp16, int8-dynamic) hand over the very model the baseline exported.
 _EXPORTED: dict[str, bytes] = {}
 _EXPORTED_KEEP = 4
+_MODULE_MAPS: dict[str, str] = {}  # the module map (JSON) of an export in _EXPORTED
 
 
 def _model_key(model, sample: np.ndarray) -> str:
@@ -102,19 +103,24 @@ def _model_key(model, sample: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def export_onnx(model, sample: np.ndarray, path: Path) -> Path:
+def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None = None) -> Path:
     """Export `model` (not modified) to a single .onnx file with a dynamic batch dimension.
 
     A model exported earlier in this process with the same content is written from memory:
     the exporter is deterministic (byte-identical files, checked), and it saves ~2 s for each
     of the demo's three export-time quantization variants.
+
+    `modules_out`: also write the JSON map of ONNX nodes to the model's module paths, with
+    MACs per module (`edgebench.module_map`), read from the metadata the file then loses.
     """
     import torch
 
     key = _model_key(model, sample)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if key in _EXPORTED:
+    if key in _EXPORTED and (modules_out is None or key in _MODULE_MAPS):
         path.write_bytes(_EXPORTED[key])
+        if modules_out is not None:
+            modules_out.write_text(_MODULE_MAPS[key])
         return path
     model = copy.deepcopy(model).eval()
     x = torch.from_numpy(np.ascontiguousarray(sample[:1]))
@@ -129,10 +135,20 @@ def export_onnx(model, sample: np.ndarray, path: Path) -> Path:
     except Exception as exc:  # noqa: BLE001 - any exporter failure is the variant's error
         msg = str(exc).strip().splitlines()
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {msg[0] if msg else ''}") from None
+    if modules_out is not None:
+        import onnx
+
+        from edgebench.module_map import write_module_map
+
+        names = {name for name, _ in model.named_modules()}
+        write_module_map(onnx.load(str(path)), modules_out, names)
+        _MODULE_MAPS[key] = modules_out.read_text()
     _strip_metadata(path)
     _EXPORTED[key] = path.read_bytes()
     while len(_EXPORTED) > _EXPORTED_KEEP:
         del _EXPORTED[next(iter(_EXPORTED))]
+    for old in [k for k in _MODULE_MAPS if k not in _EXPORTED]:
+        del _MODULE_MAPS[old]
     return path
 
 
@@ -285,56 +301,16 @@ def onnx_costs(path: Path) -> dict:
     QLinearConv/MatMulInteger and friends are counted too).
     """
     import onnx
-    from onnx import shape_inference
+
+    from edgebench.onnx_graph import batch1_shapes, node_macs
 
     model = onnx.load(str(path))
-    # Fix the batch to 1 so shapes are concrete.
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].dim_value:
-            dims[0].dim_value = 1
-    try:
-        model = shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # noqa: BLE001 - fall back to what shapes are known
-        pass
-    shapes: dict[str, list[int]] = {}
-    for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
-    # Map DequantizeLinear outputs back to their quantized weights' shapes.
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
-            shapes.setdefault(node.output[0], shapes[node.input[0]])
-
+    shapes = batch1_shapes(model)
     total = activations = 0
     for node in model.graph.node:
-        op = node.op_type
         out_shape = shapes.get(node.output[0]) if node.output else None
-        if out_shape and all(out_shape) and op not in ("Constant", "QuantizeLinear", "DequantizeLinear"):
+        if out_shape and all(out_shape) and node.op_type not in ("Constant", "QuantizeLinear", "DequantizeLinear"):
             activations += int(np.prod(out_shape))
-        if op in ("Conv", "QLinearConv", "ConvInteger", "ConvTranspose"):
-            w_name = node.input[3] if op == "QLinearConv" else node.input[1]
-            out = shapes.get(node.output[0])
-            w = shapes.get(w_name)
-            if out and w and all(out) and all(w):
-                # out: N, Cout, H, W...; w: Cout, Cin/groups, k...
-                total += int(np.prod(out)) * int(np.prod(w[1:]))
-        elif op in ("Gemm", "MatMul", "QLinearMatMul", "MatMulInteger"):
-            b_name = node.input[3] if op == "QLinearMatMul" else node.input[1]
-            out = shapes.get(node.output[0])
-            b = shapes.get(b_name)
-            if out and b and all(out) and all(b):
-                if op == "Gemm":
-                    k = b[-1] if _attr(node, "transB") else b[0]
-                else:
-                    k = b[-2] if len(b) >= 2 else b[0]
-                total += int(np.prod(out)) * int(k)
+        total += node_macs(node, shapes)
     return {"macs": total, "activation_elements": activations}
 
-
-def _attr(node, name: str, default=0):
-    for a in node.attribute:
-        if a.name == name:
-            return a.i
-    return default

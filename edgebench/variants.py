@@ -153,7 +153,7 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     try:
         # Every variant has a float ONNX export: its MACs come from it, and the ONNX formats
         # are made from it. A model that cannot be exported to ONNX still tries the others.
-        export_onnx(model, data.x_test[:1], float_onnx)
+        export_onnx(model, data.x_test[:1], float_onnx, modules_out=vdir / "modules.json")
         float_err = verify_onnx(float_onnx, model, data.x_test[:128])
         costs = onnx_costs(float_onnx)
         info["macs"] = costs["macs"]
