@@ -73,7 +73,7 @@ def aggregate(nodes: list[dict], mapping: dict | None, p50_ms: float) -> list[di
     total = sum(n["ms"] for n in nodes) or 1.0
     rows: dict[str, dict] = defaultdict(lambda: {"ops": set(), "kernels": set(), "precisions": set(), "node_ms": 0.0})
     for node in nodes:
-        module = attribute(node["name"], node["op"], mapping) if mapping else node["name"]
+        module = (attribute(node["name"], node["op"], mapping) if mapping else node["name"]) or "(top level)"
         row = rows[module]
         row["ops"].add(node["op"])
         if node.get("kernel"):
@@ -181,8 +181,9 @@ def _diff_table(doc: dict, reference: dict, top: int) -> str:
     rows = [[r["module"], f"{r['before_ms']:.4f}", f"{r['after_ms']:.4f}", f"{r['delta_ms']:+.4f}"]
             for r in diff(doc, reference)[:top]]
     total = doc["p50_ms"] - reference["p50_ms"]
+    how = "" if doc.get("measured") and reference.get("measured") else " (per-module times ESTIMATED from MACs)"
     return (f"{doc['variant']} against {reference['variant']} on {doc['target']}/{doc['runtime']}: "
-            f"p50 {reference['p50_ms']:.4g} -> {doc['p50_ms']:.4g} ms ({total:+.4f})\n"
+            f"p50 {reference['p50_ms']:.4g} -> {doc['p50_ms']:.4g} ms ({total:+.4f}){how}\n"
             + format_table(rows, ["module", f"{reference['variant']} ms", f"{doc['variant']} ms", "change ms"]))
 
 

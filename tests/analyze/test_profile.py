@@ -34,3 +34,48 @@ def test_the_difference_names_what_got_faster_and_what_appeared():
     rows = diff(after, before)
     assert rows[0]["module"] == "features.3" and rows[0]["delta_ms"] == pytest.approx(-0.08)
     assert {r["module"]: r["delta_ms"] for r in rows}["(quantize/dequantize)"] == pytest.approx(0.01)
+
+
+@pytest.mark.slow
+def test_profile_of_a_run_names_the_modules_and_what_changed(tmp_path):
+    """A real run (onnxruntime, and OpenVINO where installed): per-module rows on the user's
+    module paths, int8's Q/DQ cost in its own row, slim's convs smaller than the baseline's."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import write_experiment
+
+    runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    exp = write_experiment(tmp_path, variants="""
+[[variant]]
+name = "int8"
+steps = [{ method = "quantize", scheme = "int8_static" }]
+
+[[variant]]
+name = "slim"
+steps = [{ method = "prune", kind = "structured", ratio = 0.5 }]
+""", **{'runtimes = ["onnxruntime"]': f"runtimes = {json.dumps(runtimes)}"})
+    cli = [sys.executable, "-m", "edgebench"]
+    run = subprocess.run([*cli, "run", str(exp), "--out", str(tmp_path / "runs"), "--json", "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run_dir = Path(json.loads(run.stdout)["run_dir"])  # --out was absolute
+    proc = subprocess.run([*cli, "profile", str(run_dir), "--against", "parent", "--runs", "20", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    docs = {(d["variant"], d["runtime"]): d for d in json.loads(proc.stdout)}
+    assert {(v, rt) for v in ("baseline", "int8", "slim") for rt in runtimes} <= set(docs)
+    for rt in runtimes:
+        base, int8, slim = (docs[(v, rt)] for v in ("baseline", "int8", "slim"))
+        assert all(d["status"] == "ok" and d["measured"] and d["module_map"] for d in (base, int8, slim))
+        assert sum(r["ms"] for r in base["rows"]) == pytest.approx(base["p50_ms"])  # shares of the clean p50
+        modules = {r["module"] for r in base["rows"]}
+        assert {"features.0.0", "classifier"} <= modules, modules  # demo_cnn's own attribute paths
+        convs = lambda d: sum(r["ms"] for r in d["rows"] if r["module"].startswith("features."))  # noqa: E731
+        assert convs(slim) < convs(base)
+        assert any(r["module"] == "(quantize/dequantize)" and r["ms"] > 0 for r in int8["rows"])
+        assert any("int8" in r["precision"] for r in int8["rows"])
+        assert (run_dir / "profiles" / f"slim__local__{rt}.json").is_file()
