@@ -218,4 +218,9 @@ def main(args: argparse.Namespace) -> int:
             target.close()
     if getattr(args, "json", False):
         print(json.dumps(list(done.values())))
+    else:  # the chart and the report's section: every profile of this run so far
+        from edgebench.analyze.report import write_reports
+
+        write_reports(run_dir, log=lambda _m: None)
+        print(f"wrote {run_dir / 'plots' / 'profile.png'} and the report's 'Where the time goes' section")
     return 1 if failed == len(done) else 0

@@ -149,6 +149,12 @@ def _cell(row: Any, column: str, scale: float | None, digits: int, sort: str | N
 def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[Path]:
     """Write records.csv, plots/, report.html and report.md into `run_dir`; return their paths."""
     from edgebench.analyze.plots import write_plots
+    from edgebench.analyze.profile_chart import (
+        draw_profiles,
+        load_profiles,
+        profile_html,
+        profile_markdown,
+    )
 
     run = Path(run_dir).expanduser()
     df = prepare(load(run))
@@ -157,12 +163,16 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
     paths = [write_csv(df, run / "records.csv")]
     log(f"wrote {paths[0]}")
     plots = write_plots(df, run / "plots", str(run_id))
+    profiles = load_profiles(run)  # written by `edgebench profile`, if it ran
+    chart = draw_profiles(profiles, run / "plots" / "profile.png", str(run_id)) if profiles else None
+    plots += [chart] if chart else []
     for p in plots:
         log(f"wrote {p} (+ .svg)")
     html_path = run / "report.html"
-    html_path.write_text(render_html(df, manifest, plots, str(run_id)), encoding="utf-8")
+    html_path.write_text(render_html(df, manifest, plots, str(run_id), profile_html(profiles)), encoding="utf-8")
     md_path = run / "report.md"
-    md_path.write_text(render_markdown(df, manifest, plots, str(run_id), run), encoding="utf-8")
+    md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run), *profile_markdown(profiles)]),
+                       encoding="utf-8")
     log(f"wrote {html_path}\nwrote {md_path}")
     return [*paths, *plots, html_path, md_path]
 
@@ -253,7 +263,7 @@ document.querySelectorAll('table.sortable th').forEach(function(th){
 """
 
 
-def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str) -> str:
+def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str, extra: list[str] | None = None) -> str:
     e = html.escape
     git = manifest.get("git") or {}
     facts = {
@@ -296,6 +306,7 @@ def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         out += [f"<h2>{e(png.stem.replace('_', ' '))}</h2>",
                 f'<img alt="{e(png.stem)}" src="data:image/png;base64,{data}">']
+    out += extra or []
     config = json.dumps(manifest.get("experiment", {}), indent=2, default=str)
     out += ["<h2>Experiment</h2>", f"<pre>{e(config)}</pre>", f"<script>{SCRIPT}</script>",
             "</body>", "</html>"]
