@@ -227,9 +227,13 @@ class RunConfig:
     max_seconds: float = Measure.max_seconds
     timeout_s: float = Measure.timeout_s
     rounds: int = Measure.rounds
+    # Per-layer profiles during the run (`edgebench profile` after it does the same): false, true
+    # (edgebench.profiling.DEFAULT_RUNS profiled runs) or a number of profiled runs.
+    profile: bool | int = False
 
     def __post_init__(self):
         require(self.rounds >= 1, "rounds must be >= 1")
+        require(self.profile is True or self.profile >= 0, "profile must be true, false or a number of runs >= 1")
         from edgebench.runtimes import RUNTIMES  # light: declarations only
 
         for r in self.runtimes:

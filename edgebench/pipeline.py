@@ -2,12 +2,12 @@
 
     >>> run_dir = run_experiment(load_experiment("experiment.toml"), out=Path("results"))
 
-Every job is a plain function of paths and JSON, so a distributed engine can run them later.
+Every job is a plain function of paths and JSON, so a distributed engine can run them later:
+building a variant is here, measuring one on a target's runtime is `edgebench.measuring`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime as dt
@@ -16,23 +16,12 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from edgebench.config import Experiment
 from edgebench.errors import ConfigError, EdgebenchError
-from edgebench.records import (
-    RecordLog,
-    latency_summary,
-    make_record,
-    new_run_id,
-    repair_tail,
-    round_summary,
-    update_manifest,
-    write_manifest,
-)
+from edgebench.measuring import measure_all
+from edgebench.records import new_run_id, repair_tail, update_manifest, write_manifest
 from edgebench.runtimes import format_of
-from edgebench.runtimes import runtime as runtime_of
-from edgebench.targets import RunOptions, TargetProfile, load_targets, open_target
+from edgebench.targets import TargetProfile, load_targets, open_target
 from edgebench.variants import BuiltVariant, build_variant, load_variant
 
 
@@ -106,210 +95,6 @@ def _baseline(exp: Experiment, data, run_dir: Path, log):
                              f"{type(exc).__name__}: {first}") from exc
     update_manifest(run_dir, baseline_s=round(time.perf_counter() - started, 2))
     return baseline
-
-
-def _fidelity(logits: np.ndarray, base: np.ndarray | None) -> tuple[float | None, float | None]:
-    if base is None or base.shape != logits.shape:
-        return None, None
-    agreement = float((logits.argmax(1) == base.argmax(1)).mean())
-    rel = float(np.linalg.norm(logits - base) / max(np.linalg.norm(base), 1e-12))
-    return agreement, rel
-
-
-def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: RunOptions, run_dir: Path, log):
-    """Measure every variant in `options.rounds` runner processes, interleaved.
-
-    Yields (variant, merged runner result) as each variant's last round finishes. A variant
-    that fails in a round is not measured again; a variant with no artifact yields its reason.
-    """
-    fmt = format_of(runtime)
-    results: dict[str, list[dict]] = {v.name: [] for v in variants}
-    for index in range(options.rounds):
-        last = index == options.rounds - 1
-        for variant in variants:
-            artifact, why = variant.artifact(fmt)
-            done = results[variant.name]
-            if artifact is None:
-                if last:
-                    yield variant, {"status": "error", "error": why}
-                continue
-            if not done or done[-1].get("status") == "ok":
-                started = time.perf_counter()
-                try:
-                    result = target.measure(artifact, run_dir / "eval.npz", runtime, options.round(index))
-                except Exception as exc:  # noqa: BLE001 - a target failure is a record; the sweep goes on
-                    result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-                result["measure_s"] = time.perf_counter() - started
-                done.append(result)
-            if last:
-                yield variant, merge_rounds(done)
-        if not last:
-            log(f"{target.profile.name} {runtime}: round {index + 1}/{options.rounds} measured")
-
-
-def merge_rounds(results: list[dict]) -> dict:
-    """One runner result from several rounds (runner processes): samples pooled and kept per
-    round, CPU time and energy summed, times of a phase as their median, memory as its worst
-    round; accuracy and logits from the first round (the only one that predicts every input)."""
-    failed = [r for r in results if r.get("status") != "ok"]
-    if failed:
-        return failed[0]
-    merged = dict(results[0])
-    merged["latency_samples_ms"] = [s for r in results for s in r["latency_samples_ms"]]
-    merged["latency_rounds"] = [round_summary(r["latency_samples_ms"]) for r in results]
-    merged["cpu_time_s"] = sum(r.get("cpu_time_s") or 0.0 for r in results)
-    for key in ("load_s", "import_s", "first_inference_ms"):
-        values = [r[key] for r in results if r.get(key) is not None]
-        merged[key] = float(np.median(values)) if values else None
-    for key in ("rss_after_load_mb", "peak_rss_inference_mb", "peak_rss_mb"):
-        values = [r[key] for r in results if r.get(key) is not None]
-        merged[key] = max(values) if values else None
-    rapl = [r.get("rapl_uj") for r in results]
-    merged["rapl_uj"] = sum(rapl) if all(v is not None for v in rapl) else None  # type: ignore[arg-type]
-    merged["conditions"] = merge_conditions([r.get("conditions") or {} for r in results])
-    merged["rounds"] = len(results)
-    merged["measure_s"] = sum(r["measure_s"] for r in results)
-    return merged
-
-
-def merge_conditions(rounds: list[dict]) -> dict:
-    """The run conditions of a variant's rounds in one dict: the lowest clock and the highest
-    temperature seen (throttling shows there), any throttling flag, load before and after."""
-    readings = [r.get(when) or {} for r in rounds for when in ("before", "after")]
-    clocks = [(x.get("cpu_mhz") or {}).get("cur") for x in readings]
-    clocks = [c for c in clocks if c is not None]
-    maxima = [(x.get("cpu_mhz") or {}).get("max") for x in readings]
-    maxima = [m for m in maxima if m is not None]
-    temps = [x["temp_c"] for x in readings if x.get("temp_c") is not None]
-    flags = [x["throttled"] for x in readings if x.get("throttled") is not None]
-    loads = [x.get("load_avg_1m") for x in readings]
-    cooling = [r["cooling"] for r in rounds if r.get("cooling")]
-    out: dict = {
-        "cpu_mhz": min(clocks) if clocks else None,
-        "cpu_mhz_max": max(maxima) if maxima else None,
-        "temp_c": max(temps) if temps else None,
-        # A Pi reports 0x0 when it never throttled; any other value of any round is kept.
-        "throttled": next((f for f in flags if f not in ("0x0", "0")), flags[0] if flags else None),
-        "load_avg": {"before": loads[0] if loads else None, "after": loads[-1] if loads else None},
-        "unreadable": (rounds[0].get("unreadable") if rounds else None) or {},
-    }
-    if out["cpu_mhz_max"] is None:
-        out["unreadable"] = {**out["unreadable"],
-                             "cpu_mhz_max": out["unreadable"].get("cpu_mhz") or "no cpufreq maximum"}
-    if cooling:
-        out["cooling"] = {"max_temp_c": cooling[0].get("max_temp_c"),
-                          "waited_s": round(sum(c.get("waited_s") or 0.0 for c in cooling), 2),
-                          "cooled": all(c.get("cooled") for c in cooling)}
-    return out
-
-
-def make_measured_record(
-    variant: BuiltVariant, profile: TargetProfile, runtime: str, result: dict, options: RunOptions, run_dir: Path,
-    run_id: str, labels: np.ndarray | None = None,
-) -> dict:
-    """The record of one variant on one target's runtime, from the (merged) runner result.
-
-    `labels` are the eval set's; with the baseline's logits on the same target and runtime they
-    give the paired test of the variant's accuracy difference (exact McNemar).
-    """
-    from edgebench.accuracy import mcnemar_p, wilson_interval
-
-    fmt = format_of(runtime)
-    record = make_record(run_id=run_id, variant=variant.name, target=profile.name, runtime=runtime,
-                         emulated=profile.emulated, **variant.static_fields(fmt))  # fmt: skip
-    machine = dict(result.get("machine") or {})
-    machine.update(runtime_version=result.get("runtime_version"), threads=options.threads)
-    record["machine"] = machine
-    record["emulated"] = bool(result.get("emulated", profile.emulated))
-    if result.get("status") != "ok":
-        return {**record, "status": "error", "error": result.get("error", "unknown runner failure")}
-    samples = result["latency_samples_ms"]
-    logits = np.frombuffer(base64.b64decode(result["logits_b64"]), dtype=np.float32).reshape(result["logits_shape"])
-    logits_dir = run_dir / "logits"
-    logits_dir.mkdir(exist_ok=True)
-    np.save(logits_dir / f"{variant.name}__{profile.name}__{runtime}.npy", logits)
-    base_path = logits_dir / f"baseline__{profile.name}__{runtime}.npy"
-    base = np.load(base_path) if base_path.exists() else None
-    agreement, rel = _fidelity(logits, base)
-    n_eval = int(result.get("n_eval") or len(logits))
-    accuracy, ci, delta_p = result.get("accuracy"), None, None
-    if accuracy is not None:
-        ci = wilson_interval(round(accuracy * n_eval), n_eval)
-    if labels is not None and base is not None and base.shape == logits.shape and variant.name != "baseline":
-        truth = labels[: len(logits)]
-        delta_p = mcnemar_p(base.argmax(1) == truth, logits.argmax(1) == truth)
-    record.update(
-        latency_ms=latency_summary(samples), latency_samples_ms=samples,
-        latency_rounds=result.get("latency_rounds") or [round_summary(samples)],
-        load_s=result.get("load_s"), first_inference_ms=result.get("first_inference_ms"),
-        rss_after_load_mb=result.get("rss_after_load_mb"),
-        peak_rss_inference_mb=result.get("peak_rss_inference_mb"),
-        peak_rss_eval_mb=result.get("peak_rss_eval_mb"),
-        peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
-        accuracy=accuracy, n_eval=n_eval, accuracy_ci95=list(ci) if ci else None, accuracy_delta_p=delta_p,
-        agreement=agreement, logit_rel_err=rel, eval_batch=result.get("eval_batch"),
-        rapl_uj=result.get("rapl_uj"), conditions=result.get("conditions"),
-        rounds=result.get("rounds", 1), measure_s=round(result.get("measure_s", 0.0), 2),
-    )  # fmt: skip
-    for note in ("memory_note", "peak_rss_note"):
-        if result.get(note):
-            record[note] = result[note]
-    if result.get("runtime_settings"):
-        record["runtime_settings"] = result["runtime_settings"]
-    artifact, _ = variant.artifact(fmt)
-    device = runtime_of(runtime).device_precision(result.get("executed"), artifact, record.get("precision"))
-    if device:  # what runs on this device, read back by the runner, over the host's reading
-        record.update({k: v for k, v in device.items() if k != "weight_precision" or v})
-    record["energy_mj"] = _energy(record, profile)
-    return record
-
-
-def _energy(record: dict, profile: TargetProfile) -> dict:
-    from edgebench.energy import estimate
-
-    return estimate(record, profile.power)
-
-
-def run_options(exp: Experiment) -> RunOptions:
-    r = exp.run
-    return RunOptions(threads=r.threads, warmup=r.warmup, min_runs=r.min_runs, min_seconds=r.min_seconds,
-                      max_seconds=r.max_seconds, timeout_s=r.timeout_s, rounds=r.rounds)  # fmt: skip
-
-
-def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
-    """Every variant on every (target, runtime); each record appended as soon as it is final."""
-    records = RecordLog(run_dir)
-    base_options = run_options(exp)
-    with np.load(run_dir / "eval.npz") as eval_set:
-        labels = eval_set["y"] if "y" in eval_set.files else None
-    plan = [(p, rt) for p in profiles for rt in exp.run.runtimes if rt in p.runtimes]
-    total, count = len(plan) * len(variants), 0
-    for profile, runtime in plan:
-        todo = [v for v in variants if (v.name, profile.name, runtime) not in records.done]
-        count += len(variants) - len(todo)
-        if not todo:
-            continue
-        target = open_target(profile)
-        options = base_options.for_target(profile)
-        try:
-            # The baseline first: the others are compared with it.
-            for variant, result in measure_rounds(todo, target, runtime, options, run_dir, log):
-                record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id, labels)
-                records.append(record)
-                count += 1
-                log(f"[{count}/{total}] {profile.name} {runtime} {variant.name}: {summarize(record)}")
-        finally:
-            target.close()
-    return records
-
-
-def summarize(record: dict) -> str:
-    if record["status"] != "ok":
-        return f"error: {record['error']}"
-    lat = record["latency_ms"]
-    acc = record.get("accuracy")
-    return (f"p50 {lat['p50']:.3f} ms, acc {acc * 100:.1f}%, {record['size_bytes'] / 1024:.0f} KB"
-            if acc is not None else f"p50 {lat['p50']:.3f} ms")
 
 
 def run_experiment(

@@ -34,6 +34,8 @@ def test_demo_loads_with_variants():
         ({"variant": [{"name": "x", "steps": [{"method": "quantize", "scheme": "int4"}]}]}, "scheme = 'int4' is not one of"),
         ({"variant": [{"name": "x", "steps": []}]}, "steps must be a non-empty list"),
         ({"variant": [{"name": "baseline", "steps": [{"method": "quantize"}]}]}, "used twice"),
+        ({"run": {"profile": -1}}, "profile must be true, false or a number of runs"),
+        ({"run": {"profile": "yes"}}, "experiment.run.profile: 'yes' is not a valid"),
     ],
 )
 def test_bad_experiment_is_one_clear_error(raw, message):
@@ -72,3 +74,9 @@ def test_init_writes_the_demo_and_refuses_to_overwrite(tmp_path):
     assert load_experiment(path).name == "demo"
     again = subprocess.run(run, capture_output=True, text=True)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_run_profile_is_a_switch_or_a_number_of_runs():
+    assert parse_experiment({"run": {"profile": True}}).run.profile is True
+    assert parse_experiment({"run": {"profile": 30}}).run.profile == 30
+    assert parse_experiment({}).run.profile is False

@@ -1,16 +1,12 @@
 """`edgebench profile RUN_DIR`: where a variant's time goes, per PyTorch module, on the target.
 
-For each chosen (variant, target, runtime) record of a run, the runner profiles the variant's
-artifact on that target (`--profile-runs`: onnxruntime session profiling, OpenVINO performance
-counters; warm-up runs dropped) and reports each node's time. Profiling inflates the total
-(onnxruntime: 1.5-3x), so only the **shares** are taken from it: a module's time is its share
-times the record's clean p50, and both are labelled so. Nodes are mapped back to the user's
-modules with the map kept at export (`variants/<v>/modules.json`, `edgebench.module_map`);
-Q/DQ and layout nodes get rows of their own. TFLite's Python interpreter has no op profiler:
-its per-module time is an estimate from each module's share of the MACs, labelled so.
+How a profile is taken and labelled is in `edgebench.profiling`; this is the command: choose
+records, profile each on its target, print tables and per-module differences, redraw the chart
+and the report's section.
 
     $ edgebench profile results/RUN --variant slim50 --target local --runtime onnxruntime
     $ edgebench profile results/RUN --variant slim50 --against baseline     # what changed where
+    $ edgebench profile results/RUN --json    # rows {variant, target, runtime, module, op_types, time_ms, ...}
 
 Each profile is written to `RUN/profiles/<variant>__<target>__<runtime>.json`.
 """
@@ -19,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
 from edgebench.errors import ConfigError
+from edgebench.profiling import DEFAULT_RUNS
 
 HELP = "per-layer time of variants on a target, mapped to PyTorch modules; diff against another variant"
-DEFAULT_RUNS = 50
-APPROXIMATE = "estimated from each module's share of the MACs (no per-op profiler): not measured"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,91 +54,23 @@ def _chosen(records: list[dict], args) -> list[dict]:
     return out
 
 
-def module_map(run_dir: Path, variant: str) -> dict | None:
-    path = run_dir / "variants" / variant / "modules.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def aggregate(nodes: list[dict], mapping: dict | None, p50_ms: float) -> list[dict]:
-    """Rows per module: its ops, kernels and precisions, its share of the profiled node time
-    and that share of the clean p50 (ms), largest first."""
-    if mapping:
-        from edgebench.module_map import attribute
-    total = sum(n["ms"] for n in nodes) or 1.0
-    rows: dict[str, dict] = defaultdict(lambda: {"ops": set(), "kernels": set(), "precisions": set(), "node_ms": 0.0})
-    for node in nodes:
-        module = (attribute(node["name"], node["op"], mapping) if mapping else node["name"]) or "(top level)"
-        row = rows[module]
-        row["ops"].add(node["op"])
-        if node.get("kernel"):
-            row["kernels"].add(node["kernel"])
-        if node.get("precision"):
-            row["precisions"].add(node["precision"])
-        row["node_ms"] += node["ms"]
-    out = [{"module": m, "ops": sorted(r["ops"]), "kernels": sorted(r["kernels"]), "precision": "/".join(sorted(r["precisions"])),
-            "share": r["node_ms"] / total, "ms": r["node_ms"] / total * p50_ms} for m, r in rows.items()]
-    return sorted(out, key=lambda r: -r["ms"])
-
-
-def estimate_from_macs(mapping: dict | None, p50_ms: float) -> list[dict]:
-    """TFLite: each module's share of the MACs times the clean p50 (an estimate)."""
-    modules = (mapping or {}).get("modules") or {}
-    total = sum(m.get("macs") or 0 for m in modules.values())
-    if not total:
-        return []
-    rows = [{"module": name or "(top level)", "ops": sorted(m.get("ops") or []), "kernels": [], "precision": "",
-             "share": (m.get("macs") or 0) / total, "ms": (m.get("macs") or 0) / total * p50_ms}
-            for name, m in modules.items() if m.get("macs")]
-    return sorted(rows, key=lambda r: -r["ms"])
-
-
 def profile_record(run_dir: Path, record: dict, manifest: dict, runs: int, targets: dict) -> dict:
-    """Profile one record's artifact on its target; the profile document (also written to disk)."""
+    """Profile one record's artifact on its target, opened from the run's manifest (and kept
+    open in `targets` for the next record); the profile document (also written to disk)."""
     from edgebench.analyze.remeasure import manifest_profiles, run_options
-    from edgebench.runtimes import FORMATS, runtime
+    from edgebench.profiling import profile_on, write
     from edgebench.targets import open_target
 
-    variant, target_name, rt = record["variant"], record["target"], record["runtime"]
-    fmt = FORMATS[runtime(rt).format]
-    artifact = run_dir / "variants" / variant / f"model{fmt.suffix}"
-    mapping = module_map(run_dir, variant)
-    p50 = float(record["latency_ms"]["p50"])
-    doc = {"variant": variant, "target": target_name, "runtime": rt, "p50_ms": p50, "emulated": bool(record.get("emulated")),
-           "module_map": mapping is not None}
-    profiles = manifest_profiles(manifest, [])
-    profile = profiles.get(target_name)
-    if not artifact.is_file():
-        doc.update(status="error", error=f"no artifact {artifact} (deleted, or the run kept none)")
-    elif not hasattr(profile, "name"):
-        doc.update(status="error", error=f"target {target_name}: {profile or 'not in the manifest'}")
-    else:
-        if target_name not in targets:
-            targets[target_name] = open_target(profile)
-        options = run_options(manifest, profile, 1.0)
-        result = targets[target_name].measure(artifact, run_dir / "eval.npz", rt, options,
-                                              extra_args=["--profile-runs", str(runs)])
-        if result.get("status") == "ok" and result.get("profile"):
-            prof = result["profile"]
-            node_sum = sum(n["ms"] for n in prof["nodes"])
-            doc.update(status="ok", measured=True, source=prof.get("source"), runs=prof.get("runs"),
-                       profiled_run_ms=prof.get("profiled_run_ms"), node_sum_ms=node_sum,
-                       # what profiling costs: its run (and its nodes' sum) against the clean p50
-                       inflation=(prof["profiled_run_ms"] / p50) if prof.get("profiled_run_ms") and p50 else None,
-                       nodes=prof["nodes"],
-                       rows=aggregate(prof["nodes"], mapping, p50),
-                       label="shares measured with profiling on; ms = share x the record's clean p50")
-        elif "no per-op profiler" in str(result.get("error", "")):
-            rows = estimate_from_macs(mapping, p50)
-            doc.update(status="ok" if rows else "error", measured=False, rows=rows, label=APPROXIMATE,
-                       **({} if rows else {"error": "no per-op profiler and no module map to estimate from"}))
-        else:
-            doc.update(status="error", error=str(result.get("error", "no profile in the runner's answer")))
-    if doc.get("emulated"):
-        doc["label"] = doc.get("label", "") + "; EMULATED: shares under emulation are not the device's"
-    out = run_dir / "profiles"
-    out.mkdir(exist_ok=True)
-    (out / f"{variant}__{target_name}__{rt}.json").write_text(json.dumps(doc, indent=1))
-    return doc
+    name = record["target"]
+    profile = manifest_profiles(manifest, []).get(name)
+    if not hasattr(profile, "name"):
+        doc = {"variant": record["variant"], "target": name, "runtime": record["runtime"],
+               "p50_ms": float(record["latency_ms"]["p50"]), "emulated": bool(record.get("emulated")),
+               "status": "error", "error": f"target {name}: {profile or 'not in the manifest'}"}
+        return write(run_dir, doc)
+    if name not in targets:
+        targets[name] = open_target(profile)
+    return profile_on(targets[name], run_options(manifest, profile, 1.0), run_dir, record, runs)
 
 
 def diff(doc: dict, reference: dict) -> list[dict]:
@@ -163,8 +89,9 @@ def _table(doc: dict, top: int) -> str:
     if doc.get("status") != "ok":
         return f"{head}\n  error: {doc.get('error')}"
     if doc.get("measured"):
-        head += (f"; profiled run {doc['profiled_run_ms']:.4g} ms (x{doc['inflation']:.2f}), nodes sum "
-                 f"{doc['node_sum_ms']:.4g} ms over {doc['runs']} runs ({doc['source']})")
+        coverage = f" ({doc['coverage'] * 100:.0f}% of it)" if doc.get("coverage") else ""
+        head += (f"; profiled run {doc['profiled_run_ms']:.4g} ms (x{doc['inflation']:.2f} the clean p50), nodes sum "
+                 f"{doc['node_sum_ms']:.4g} ms{coverage} over {doc['runs']} runs ({doc['source']})")
     if not doc.get("module_map"):
         head += "\n  no module map for this variant (exported before edgebench kept one): rows are the runtime's nodes"
     rows = [[r["module"], ",".join(r["ops"])[:40], r.get("precision") or "-", f"{r['ms']:.4f}", f"{r['share'] * 100:.1f}%"]
@@ -217,7 +144,9 @@ def main(args: argparse.Namespace) -> int:
         for target in targets.values():
             target.close()
     if getattr(args, "json", False):
-        print(json.dumps(list(done.values())))
+        from edgebench.profiling import json_rows
+
+        print(json.dumps([row for doc in done.values() for row in json_rows(doc)]))
     else:  # the chart and the report's section: every profile of this run so far
         from edgebench.analyze.report import write_reports
 

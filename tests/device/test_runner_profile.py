@@ -1,5 +1,6 @@
 """`runner.py --profile-runs N`: per-node time on the target (onnxruntime, OpenVINO; tflite says
-it cannot), through the runner directly, the local target and qemu-aarch64."""
+it cannot), through the runner directly, the local target, an ssh target (the loopback sshd) and
+qemu-aarch64."""
 
 from __future__ import annotations
 
@@ -136,6 +137,18 @@ def test_the_local_target_passes_profile_runs_to_the_runner(cnn):
     assert "latency_samples_ms" not in result
     assert result["profile"]["runs"] == 20 and result["profile"]["dropped"] == WARMUP
     assert "Conv" in {n["op"] for n in result["profile"]["nodes"]}
+
+
+def test_an_ssh_target_profiles_on_the_device(cnn, sshd, tmp_path):
+    target = open_target(load_profile(sshd.write_profile(tmp_path / "pi.toml")))
+    try:
+        result = target.measure(cnn["int8"], cnn["data"], "onnxruntime", Measure(warmup=WARMUP, timeout_s=120),
+                                extra_args=["--profile-runs", "20"])  # fmt: skip
+    finally:
+        target.close()
+    assert result["status"] == "ok", result.get("error")
+    assert result["profile"]["runs"] == 20 and result["profile"]["source"].startswith("onnxruntime ")
+    assert "QLinearConv" in {n["op"] for n in result["profile"]["nodes"]}
 
 
 @pytest.mark.qemu
