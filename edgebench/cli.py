@@ -26,6 +26,7 @@ COMMANDS = {
     "profile": ("edgebench.analyze.profile", "per-layer time on a target, mapped to PyTorch modules; diff two variants",
                 "add_arguments", "main"),
     "targets": ("edgebench.targets.command", "list target profiles and whether each is usable now", "add_arguments", "main"),
+    "worker": ("edgebench.pool.worker", "serve one device to a Dask scheduler (edgebench run --cluster)", "add_arguments", "main"),
     "sensitivity": ("edgebench.sensitivity", "accuracy drop per layer when only that layer is pruned/quantized", "add_arguments", "main"),
 }
 
@@ -36,6 +37,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtimes", help="comma-separated runtimes, e.g. onnxruntime,openvino (overrides the experiment)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for run folders (default: results)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run, skipping what is done")
+    p.add_argument("--cluster", metavar="tcp://HOST:PORT", help="measure (and build) on a Dask pool of device workers")
+    p.add_argument("--jobs", type=int, metavar="N", help="build variants in N local worker processes (Dask)")
+    p.add_argument("--dashboard", action="store_true", help="print the Dask dashboard's address")
 
 
 def add_compress_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,7 +69,14 @@ def run_command(args) -> int:
         exp = load_experiment(args.experiment)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()] if args.runtimes else None
-    run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args), runtimes=runtimes)
+    if args.cluster or args.jobs is not None:
+        import dataclasses
+
+        run = dataclasses.replace(exp.run, cluster=args.cluster or exp.run.cluster,
+                                  jobs=exp.run.jobs if args.jobs is None else args.jobs)
+        exp = dataclasses.replace(exp, run=run)  # checked as the file's [run] is
+    run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args), runtimes=runtimes,
+                             dashboard=args.dashboard)
     records = read_records(run_dir / "records.jsonl")
     code, why = run_status(records)
     failed = sum(r["status"] != "ok" for r in records)

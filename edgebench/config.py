@@ -230,10 +230,16 @@ class RunConfig:
     # Per-layer profiles during the run (`edgebench profile` after it does the same): false, true
     # (edgebench.profiling.DEFAULT_RUNS profiled runs) or a number of profiled runs.
     profile: bool | int = False
+    # A Dask scheduler (tcp://HOST:8786) whose device workers measure and whose `cpu` workers
+    # build (edgebench.pool); `jobs`: a local cluster of that many build processes instead.
+    cluster: str = ""
+    jobs: int = 0
 
     def __post_init__(self):
         require(self.rounds >= 1, "rounds must be >= 1")
         require(self.profile is True or self.profile >= 0, "profile must be true, false or a number of runs >= 1")
+        require(self.jobs >= 0, "jobs must be >= 0")
+        require(not self.cluster or "://" in self.cluster, "cluster must be a scheduler address like tcp://HOST:8786")
         from edgebench.runtimes import RUNTIMES  # light: declarations only
 
         for r in self.runtimes:

@@ -57,6 +57,7 @@ def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: 
                 except Exception as exc:  # noqa: BLE001 - a target failure is a record; the sweep goes on
                     result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
                 result["measure_s"] = time.perf_counter() - started
+                result["board"], result["worker"] = target.profile.name, "in-process"
                 done.append(result)
             if last:
                 yield variant, merge_rounds(done)
@@ -73,7 +74,13 @@ def merge_rounds(results: list[dict]) -> dict:
         return failed[0]
     merged = dict(results[0])
     merged["latency_samples_ms"] = [s for r in results for s in r["latency_samples_ms"]]
-    merged["latency_rounds"] = [round_summary(r["latency_samples_ms"]) for r in results]
+    merged["latency_rounds"] = [{**round_summary(r["latency_samples_ms"]),
+                                 **{k: r[k] for k in ("measured_at", "board") if r.get(k)}} for r in results]
+    windows = [r["measured_at"] for r in results if r.get("measured_at")]
+    merged["measured_at"] = {"start": min(w["start"] for w in windows), "end": max(w["end"] for w in windows)} if windows else None
+    for key in ("board", "worker"):  # who measured: one name, or each distinct one in round order
+        names = list(dict.fromkeys(r[key] for r in results if r.get(key)))
+        merged[key] = ", ".join(names) if names else None
     merged["cpu_time_s"] = sum(r.get("cpu_time_s") or 0.0 for r in results)
     for key in ("load_s", "import_s", "first_inference_ms"):
         values = [r[key] for r in results if r.get(key) is not None]
@@ -139,7 +146,8 @@ def make_measured_record(
     record["machine"] = machine
     record["emulated"] = bool(result.get("emulated", profile.emulated))
     if result.get("status") != "ok":
-        return {**record, "status": "error", "error": result.get("error", "unknown runner failure")}
+        return {**record, "status": "error", "error": result.get("error", "unknown runner failure"),
+                "board": result.get("board"), "worker": result.get("worker")}
     samples = result["latency_samples_ms"]
     logits = np.frombuffer(base64.b64decode(result["logits_b64"]), dtype=np.float32).reshape(result["logits_shape"])
     logits_dir = run_dir / "logits"
@@ -167,6 +175,7 @@ def make_measured_record(
         agreement=agreement, logit_rel_err=rel, eval_batch=result.get("eval_batch"),
         rapl_uj=result.get("rapl_uj"), conditions=result.get("conditions"),
         rounds=result.get("rounds", 1), measure_s=round(result.get("measure_s", 0.0), 2),
+        measured_at=result.get("measured_at"), board=result.get("board"), worker=result.get("worker"),
     )  # fmt: skip
     for note in ("memory_note", "peak_rss_note"):
         if result.get(note):

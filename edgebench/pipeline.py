@@ -51,33 +51,39 @@ def load_run_data(exp: Experiment, log):
     return data
 
 
-def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], log) -> list[BuiltVariant]:
-    """Train (or load) the baseline and build every variant, reusing what a resumed run has."""
+def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], log, pool=None) -> list[BuiltVariant]:
+    """Train (or load) the baseline and build every variant, reusing what a resumed run has;
+    with a pool that has `cpu` workers, the variants are built there, in parallel."""
     from edgebench.config import Variant
     from edgebench.export_worker import ExportWorker
 
     data.save_eval(run_dir / "eval.npz")
     variants = (Variant("baseline"), *exp.variants)
     existing = {v.name: load_variant(run_dir, v.name) for v in variants}
+    for name in [n for n, v in existing.items() if v is not None]:
+        log(f"{name}: already built in this run")
+    todo = [v for v in variants if existing[v.name] is None]
+    if not todo:
+        return [existing[v.name] for v in variants]
+    baseline = _baseline(exp, data, run_dir, log)
+    if pool is not None and pool.cpu_workers():
+        from edgebench.pool.build import build_with_pool
+
+        built = build_with_pool(pool, exp, todo, baseline, data, run_dir, formats, log)
+        return [existing[v.name] or built[v.name] for v in variants]
     # TFLite exports overlap the next variant's compression in a second process; every one has
     # finished (and the worker stopped) before this returns, so nothing overlaps measuring.
-    worker = ExportWorker.start(formats) if None in existing.values() else None
-    baseline = None
-    built: list[BuiltVariant] = []
+    worker = ExportWorker.start(formats)
+    made: dict[str, BuiltVariant] = {}
     try:
-        for variant in variants:
-            if existing[variant.name] is not None:
-                log(f"{variant.name}: already built in this run")
-                built.append(existing[variant.name])
-                continue
-            if baseline is None:
-                baseline = _baseline(exp, data, run_dir, log)
-            log(f"variant {len(built) + 1}/{len(variants)}: {variant.name}")
-            built.append(build_variant(exp, variant, baseline, data, run_dir, formats, log, worker))
-        return [variant.finish(log) for variant in built]
+        for index, variant in enumerate(todo):
+            log(f"variant {index + 1}/{len(todo)}: {variant.name}")
+            made[variant.name] = build_variant(exp, variant, baseline, data, run_dir, formats, log, worker)
+        made = {name: v.finish(log) for name, v in made.items()}
     finally:
         if worker is not None:
             worker.close()
+    return [existing[v.name] or made[v.name] for v in variants]
 
 
 def _baseline(exp: Experiment, data, run_dir: Path, log):
@@ -99,29 +105,45 @@ def _baseline(exp: Experiment, data, run_dir: Path, log):
 
 def run_experiment(
     exp: Experiment, targets: list[str] | None = None, out: Path | None = None, resume: Path | None = None, log=print,
-    runtimes: list[str] | None = None,
+    runtimes: list[str] | None = None, dashboard: bool = False,
 ) -> Path:
     """Run the whole flow; return the run folder.
 
     Everything that can be wrong with the input is found before any training: the targets
-    (reached, the qemu rootfs prepared), the data, every step's parameters (when the
-    experiment was read). A run that fails before it measured anything leaves no folder.
+    (reached, the qemu rootfs prepared; with `[run] cluster`, served by a worker of the pool),
+    the data, every step's parameters (when the experiment was read). A run that fails before
+    it measured anything leaves no folder.
     """
-    profiles = load_targets(targets or list(exp.run.targets))  # bad names fail before any work
     if targets:
         exp = dataclasses.replace(exp, run=dataclasses.replace(exp.run, targets=tuple(targets)))
     if runtimes:  # validated by RunConfig (an unknown name exits 2 here)
         exp = dataclasses.replace(exp, run=dataclasses.replace(exp.run, runtimes=tuple(runtimes)))
-    check_targets(profiles, exp.run.runtimes, log)
-    data = load_run_data(exp, log)
-    run_dir, run_id, exp = prepare_run_dir(exp, out, resume)
-    log(f"run {run_id}: {run_dir}")
-    with _removed_if_nothing_measured(run_dir, keep=resume is not None):
-        write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles],
-                       data=data.describe())
-        formats = {format_of(r) for r in exp.run.runtimes}
-        variants = make_all_variants(exp, data, run_dir, formats, log)
-        measure_all(exp, profiles, variants, run_dir, run_id, log)
+    with contextlib.ExitStack() as stack:
+        pool, pool_targets = None, None
+        if exp.run.cluster or exp.run.jobs:
+            from edgebench.pool import Pool
+
+            pool = stack.enter_context(Pool.open(exp.run.cluster, exp.run.jobs, log, dashboard))
+        if exp.run.cluster:  # the devices are the pool's workers (each checked its device as it started)
+            pool_targets = pool.resolve(exp.run.targets)
+            profiles = [t.profile for t in pool_targets]
+        else:
+            profiles = load_targets(list(exp.run.targets))  # bad names fail before any work
+            check_targets(profiles, exp.run.runtimes, log)
+        data = load_run_data(exp, log)
+        run_dir, run_id, exp = prepare_run_dir(exp, out, resume)
+        log(f"run {run_id}: {run_dir}")
+        with _removed_if_nothing_measured(run_dir, keep=resume is not None):
+            write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles],
+                           data=data.describe())
+            formats = {format_of(r) for r in exp.run.runtimes}
+            variants = make_all_variants(exp, data, run_dir, formats, log, pool)
+            if pool_targets is not None:
+                from edgebench.pool.measure import measure_with_pool
+
+                measure_with_pool(pool, exp, pool_targets, variants, run_dir, run_id, log)
+            else:
+                measure_all(exp, profiles, variants, run_dir, run_id, log)
     update_manifest(run_dir, finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     finish_report(run_dir, log)  # records.csv, plots, report.html, report.md
     return run_dir

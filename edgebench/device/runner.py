@@ -111,11 +111,12 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
-def measure_latency(call, warmup: int, min_runs: int, min_seconds: float, max_seconds: float):
+def measure_latency(call, warmup: int, min_runs: int, min_seconds: float, max_seconds: float, window=None):
     """Time `call()` after `warmup` calls until both minimums are met.
 
     Returns (ms samples, CPU seconds, RAPL µJ or None) of the timed loop alone: warm-up is
-    neither timed nor counted in CPU time or energy.
+    neither timed nor counted in CPU time or energy. A `window` dict gets the loop's
+    {start, end} on the device's UTC clock.
     """
     for _ in range(warmup):
         call()
@@ -124,6 +125,8 @@ def measure_latency(call, warmup: int, min_runs: int, min_seconds: float, max_se
     append = samples.append
     rapl_before = read_rapl_uj()
     cpu0 = time.process_time()
+    if window is not None:
+        window["start"] = utc_now()
     start = clock()
     min_ns, max_ns = int(min_seconds * 1e9), int(max_seconds * 1e9)
     while True:
@@ -134,9 +137,18 @@ def measure_latency(call, warmup: int, min_runs: int, min_seconds: float, max_se
         elapsed = t1 - start
         if (len(samples) >= min_runs and elapsed >= min_ns) or elapsed >= max_ns:
             break
+    if window is not None:
+        window["end"] = utc_now()
     cpu = time.process_time() - cpu0
     rapl = rapl_delta_uj(rapl_before, read_rapl_uj())
     return [s / 1e6 for s in samples], cpu, rapl
+
+
+def utc_now() -> str:
+    """The device's wall clock, UTC, to the microsecond (ISO 8601)."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
 def predict_all(model, x, batch_size: int = 64):
@@ -250,7 +262,8 @@ def run(args: argparse.Namespace) -> dict:
     first_ms = (time.perf_counter_ns() - t0) / 1e6
     cooling = wait_until_cool(args.max_temp_c, args.cool_timeout_s) if args.max_temp_c else None
     before, unreadable = read_conditions()
-    samples, cpu, rapl = measure_latency(call, args.warmup, args.min_runs, args.min_seconds, args.max_seconds)
+    window: dict = {}
+    samples, cpu, rapl = measure_latency(call, args.warmup, args.min_runs, args.min_seconds, args.max_seconds, window)
     peak_inference = peak_rss_mb()
     after, _ = read_conditions()
     result: dict = {
@@ -260,6 +273,7 @@ def run(args: argparse.Namespace) -> dict:
         "runtime_version": model.version,
         "threads": args.threads,
         "latency_samples_ms": samples,
+        "measured_at": window,  # the timed window on the device's clock
         "cpu_time_s": cpu,
         "import_s": import_s,
         "load_s": load_s,

@@ -1,0 +1,154 @@
+"""Measuring through the pool: every (variant, target, runtime, round) a job on its device.
+
+Rounds are submitted interleaved (round 1 of every variant, then round 2, ...), as in the
+in-process loop; a job takes its target's token (`board:<name>` or `class:<class>`), so one
+device runs one measurement at a time. Results stream back; a variant's record is made and
+appended to records.jsonl as soon as its last round is in (the baseline's first on each target
+and runtime: the others are compared with it), so a killed client keeps every finished record
+and `--resume` goes on from there.
+
+Faults: a worker that dies mid-job has its job rescheduled by Dask on another worker holding the
+token (another board of the class); a job whose token no live worker holds any more becomes an
+error record naming the lost board; a board whose device stops answering is retired from the
+pool for the rest of the run, its reason kept in the manifest (`pool.removed`) for the report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+LOST_GRACE_S = 10.0  # a token with no live worker this long: its queued jobs are lost
+STATUS_EVERY_S = 15.0
+
+
+def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, log):
+    from distributed import as_completed
+
+    from edgebench.measuring import make_measured_record, merge_rounds, run_options, summarize
+    from edgebench.pool.jobs import blob, measure_round
+    from edgebench.records import RecordLog, update_manifest
+    from edgebench.runtimes import format_of
+
+    records = RecordLog(run_dir)
+    base = run_options(exp)
+    with np.load(run_dir / "eval.npz") as eval_set:
+        labels = eval_set["y"] if "y" in eval_set.files else None
+    eval_blob = pool.client.scatter(blob(run_dir / "eval.npz"), broadcast=True)
+    by_name = {v.name: v for v in variants}
+    plan = [(t, rt) for t in targets for rt in exp.run.runtimes if rt in t.profile.runtimes]
+    futures, meta, results = {}, {}, defaultdict(list)
+    expected, blobs = {}, {}
+    for t, rt in plan:
+        options = base.for_target(t.profile)
+        todo = [v for v in variants if (v.name, t.name, rt) not in records.done]
+        for index in range(options.rounds):
+            for v in todo:
+                artifact, why = v.artifact(format_of(rt))
+                key = (v.name, t.name, rt)
+                if artifact is None:
+                    if index == 0:
+                        results[key].append((0, {"status": "error", "error": why, "measure_s": 0.0}))
+                        expected[key] = 1
+                    continue
+                expected[key] = options.rounds
+                if artifact not in blobs:
+                    blobs[artifact] = pool.client.scatter(blob(artifact))
+                fut = pool.client.submit(measure_round, blobs[artifact], eval_blob, rt, options.round(index),
+                                         resources={t.resource: 1}, pure=False,
+                                         key=f"measure-{v.name}-{t.name}-{rt}-r{index}-{time.time_ns()}")
+                futures[fut.key], meta[fut.key] = fut, (key, t, options, index)
+    profiles = {t.name: t for t in targets}
+    pending_baseline = {(t, rt) for (v, t, rt) in expected if v == "baseline"}
+    held: list[tuple] = []
+    total, count = len(expected), 0
+
+    def finish(key, options):
+        nonlocal count
+        name, tname, rt = key
+        if name != "baseline" and (tname, rt) in pending_baseline:
+            held.append((key, options))
+            return
+        merged = merge_rounds([r for _, r in sorted(results.pop(key), key=lambda ir: ir[0])])  # round 0 evaluated
+        record = make_measured_record(by_name[name], profiles[tname].profile, rt, merged, options, run_dir, run_id, labels)
+        records.append(record)
+        count += 1
+        log(f"[{count}/{total}] {tname} {rt} {name} on {record.get('board') or '?'}: {summarize(record)}")
+        if name == "baseline":
+            pending_baseline.discard((tname, rt))
+            for args in [h for h in held if h[0][1:] == (tname, rt)]:
+                held.remove(args)
+                finish(*args)
+
+    for key in [k for k, n in expected.items() if n == 1 and results.get(k) and results[k][0][1]["status"] == "error"]:
+        finish(key, base)
+    done = as_completed(list(futures.values()), with_results=False)
+    lost_since: dict[str, float] = {}
+    last_status = time.monotonic()
+    while futures:
+        batch = done.next_batch(block=False) if hasattr(done, "next_batch") else []
+        for fut in batch:
+            key, t, options, index = meta.pop(fut.key)
+            futures.pop(fut.key, None)
+            try:
+                result = fut.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker and the like: this job's record says so
+                result = {"status": "error", "error": f"lost: {type(exc).__name__}: {exc}", "measure_s": 0.0}
+            if result.get("unreachable") and result.get("board") not in pool.removed:
+                _retire(pool, result, update_manifest, run_dir, log)
+            results[key].append((index, result))
+            if len(results[key]) == expected[key]:
+                finish(key, options)
+        if not batch:
+            time.sleep(0.2)
+        now = time.monotonic()
+        alive = {r for w in pool.workers().values() for r, n in w["resources"].items() if n}
+        for fkey, fut in list(futures.items()):
+            key, t, options, index = meta[fkey]
+            if t.resource in alive:
+                lost_since.pop(t.resource, None)
+                continue
+            since = lost_since.setdefault(t.resource, now)
+            if now - since >= LOST_GRACE_S:
+                fut.cancel()
+                futures.pop(fkey)
+                meta.pop(fkey)
+                why = pool.removed.get(t.name) or "its worker died or left the pool"
+                results[key].append((index, {"status": "error", "measure_s": 0.0,
+                                             "error": f"lost: no worker holding {t.resource} is left ({why}); "
+                                                      "--resume retries it"}))
+                if len(results[key]) == expected[key]:
+                    finish(key, options)
+        if now - last_status >= STATUS_EVERY_S:
+            last_status = now
+            log(_status(pool, futures, meta))
+    for args in list(held):  # a baseline that never came: the others are recorded without it
+        held.remove(args)
+        pending_baseline.clear()
+        finish(*args)
+    return records
+
+
+def _retire(pool, result: dict, update_manifest, run_dir: Path, log) -> None:
+    board = result["board"]
+    pool.removed[board] = result["unreachable"]
+    log(f"pool: board {board} is unreachable ({result['unreachable'][:160]}): out of the pool for this run")
+    update_manifest(run_dir, pool={"removed": dict(pool.removed)})
+    try:
+        pool.client.retire_workers(workers=[result["worker"]], close_workers=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def _status(pool, futures: dict, meta: dict) -> str:
+    """One line: jobs queued / running per target, from the scheduler's view."""
+    processing = pool.client.processing()
+    running = {k for keys in processing.values() for k in keys}
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for fkey in futures:
+        per[meta[fkey][1].name][1 if fkey in running else 0] += 1
+    parts = [f"{name}: {q} queued, {r} running" for name, (q, r) in sorted(per.items())]
+    return "pool: " + ("; ".join(parts) if parts else "idle")

@@ -1,0 +1,69 @@
+"""`edgebench worker`: one Dask worker per physical device, started next to its access.
+
+    $ edgebench worker --scheduler tcp://10.0.0.5:8786 --target targets/pi-a.toml --board-class rpi4
+
+The worker has one thread and advertises resource tokens: `board:<name>` (the profile's name,
+or --name) and `class:<class>` (--board-class, default: the board's own name), and `cpu` only
+with --cpu (then it also builds variants; it must see the run folder). A measurement takes its
+board's or its class's token, so two measurements never overlap on one device and a device
+never measures while compressing. The target is checked before the worker joins the pool: an
+unreachable device exits 2 here, not in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from edgebench.errors import ConfigError, TargetError
+
+HELP = "serve one device to a Dask scheduler (edgebench run --cluster)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scheduler", required=True, metavar="tcp://HOST:PORT", help="the Dask scheduler's address")
+    parser.add_argument("--target", required=True, help="the device's target profile (name or .toml path)")
+    parser.add_argument("--name", help="this board's name (default: the profile's name)")
+    parser.add_argument("--board-class", metavar="CLASS",
+                        help="device class this board belongs to; an experiment's target may name the class")
+    parser.add_argument("--cpu", action="store_true", help="also build variants here (needs the run folder)")
+
+
+def resources(name: str, board_class: str, cpu: bool) -> dict[str, float]:
+    out = {f"board:{name}": 1.0, f"class:{board_class}": 1.0}
+    return out | ({"cpu": 1.0} if cpu else {})
+
+
+def main(args: argparse.Namespace) -> int:
+    from edgebench.targets import load_profile, open_target
+
+    profile = load_profile(args.target)
+    name = args.name or profile.name
+    board_class = args.board_class or name
+    if ":" in name or ":" in board_class:
+        raise ConfigError(f"--name/--board-class {name!r}/{board_class!r}: no ':' in a board or class name")
+    target = open_target(profile)
+    try:
+        status = target.check()
+    finally:
+        target.close()
+    if not status.reachable:
+        raise TargetError(f"target {profile.name!r} is not usable: {'; '.join(status.problems)}")
+    board = {"name": name, "class": board_class, "profile": profile}
+    print(f"worker for board {name} (class {board_class}, runtimes {', '.join(profile.runtimes)}) "
+          f"joining {args.scheduler}", flush=True)
+    asyncio.run(_serve(args.scheduler, board, resources(name, board_class, args.cpu)))
+    return 0
+
+
+async def _serve(address: str, board: dict, tokens: dict[str, float]) -> None:
+    from distributed import Worker
+
+    async with Worker(address, nthreads=1, resources=tokens, name=board["name"],
+                      dashboard=False, death_timeout=60) as worker:
+        worker.edgebench_board = board  # what the client reads (pool.boards) and jobs use
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
+        await worker.finished()

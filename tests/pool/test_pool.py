@@ -1,0 +1,177 @@
+"""The device pool end to end: a real Dask scheduler and one `edgebench worker` per device as
+separate processes, two loopback sshd "devices" (each runner pinned to its own core), a
+6-variant experiment through the pool, a worker killed with SIGKILL mid-run, and --resume."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed", reason="dask distributed is not installed (pip install 'edgebench[pool]')")
+
+from conftest import write_experiment  # noqa: E402
+from sshd import free_port, loopback_sshd  # noqa: E402
+
+SIX = """
+[[variant]]
+name = "int8"
+steps = [{ method = "quantize", scheme = "int8_static" }]
+
+[[variant]]
+name = "fp16"
+steps = [{ method = "quantize", scheme = "fp16" }]
+
+[[variant]]
+name = "dyn"
+steps = [{ method = "quantize", scheme = "int8_dynamic" }]
+
+[[variant]]
+name = "sparse"
+steps = [{ method = "prune", kind = "unstructured", ratio = 0.5, finetune_epochs = 0 }]
+
+[[variant]]
+name = "slim"
+steps = [{ method = "prune", kind = "structured", ratio = 0.5, finetune_epochs = 0 }]
+"""
+CLI = [sys.executable, "-m", "edgebench"]
+
+
+def _start(argv: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_workers(address: str, n: int, timeout: float = 90.0) -> None:
+    from distributed import Client
+
+    with Client(address, timeout="20s") as client:
+        client.wait_for_workers(n, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """A scheduler and two device workers, pi-a and pi-b (class "loop"), each on its own sshd."""
+    folder = tmp_path_factory.mktemp("pool")
+    with contextlib.ExitStack() as stack:
+        port = free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        scheduler = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                            "--port", str(port), "--no-dashboard"], folder / "scheduler.log")
+        stack.callback(_stop, scheduler)
+        boards = {}
+        for core, name in enumerate(("pi-a", "pi-b")):
+            server = stack.enter_context(loopback_sshd(folder / f"sshd-{name}"))
+            boards[name] = server.write_profile(folder / f"{name}.toml", taskset=str(core % (os.cpu_count() or 1)))
+        workers = {}
+
+        def start_worker(name: str) -> subprocess.Popen:
+            proc = _start([*CLI, "worker", "--scheduler", address, "--target", str(boards[name]), "--board-class", "loop"],
+                          folder / f"worker-{name}-{time.time_ns()}.log")
+            stack.callback(_stop, proc)
+            workers[name] = proc
+            return proc
+
+        for name in boards:
+            start_worker(name)
+        _wait_for_workers(address, 2)
+        yield {"address": address, "workers": workers, "start_worker": start_worker, "folder": folder}
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _no_overlap(records: list[dict]) -> None:
+    """No two timed windows overlap on one board (from each round's measured_at)."""
+    windows = defaultdict(list)
+    for r in records:
+        if r["status"] == "ok":
+            for rnd in r["latency_rounds"]:
+                at = rnd["measured_at"]
+                windows[rnd["board"]].append((dt.datetime.fromisoformat(at["start"]), dt.datetime.fromisoformat(at["end"])))
+    assert set(windows) <= {"pi-a", "pi-b"} and windows
+    for board, spans in windows.items():
+        spans.sort()
+        for (_s0, e0), (s1, _e1) in zip(spans, spans[1:]):
+            assert e0 <= s1, f"two measurements overlapped on {board}: {e0} > {s1}"
+
+
+def test_a_six_variant_run_through_the_pool_survives_a_killed_worker(pool, tmp_path):
+    exp = write_experiment(tmp_path, variants=SIX, **{'targets = ["local"]': 'targets = ["pi-a", "pi-b"]\nrounds = 2',
+                                                      "min_runs = 20": "min_runs = 200"})
+    runs = tmp_path / "runs"
+    run = subprocess.Popen([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(runs), "--json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    deadline = time.monotonic() + 600
+    while run.poll() is None and time.monotonic() < deadline:
+        done = list(runs.glob("*/records.jsonl"))
+        if not killed and done and any(r["target"] == "pi-a" for r in _records(done[0].parent)):
+            pool["workers"]["pi-a"].send_signal(signal.SIGKILL)  # mid-run: pi-a has jobs queued
+            killed = True
+        time.sleep(0.2)
+    out, err = run.communicate(timeout=60)
+    assert killed, "the run finished before a pi-a record appeared"
+    assert out.strip(), err[-3000:]
+    run_dir = Path(json.loads(out)["run_dir"])
+    records = _records(run_dir)
+    keys = [(r["variant"], r["target"], r["runtime"]) for r in records]
+    assert len(keys) == len(set(keys)) == 12, keys  # every (variant, device, runtime) exactly once
+    lost = [r for r in records if r["status"] != "ok"]
+    assert all(r["target"] == "pi-a" and r["error"].startswith("lost") for r in lost), lost
+    assert all(r["board"] == r["target"] and r["measured_at"]["start"] < r["measured_at"]["end"]
+               for r in records if r["status"] == "ok")
+    _no_overlap(records)
+    if lost:  # the killed board comes back; --resume measures only what was lost
+        pool["start_worker"]("pi-a")
+        _wait_for_workers(pool["address"], 2)
+        again = subprocess.run([*CLI, "run", "--resume", str(run_dir), "--cluster", pool["address"], "--json"],
+                               capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        from edgebench.records import latest, read_records
+
+        final = latest(read_records(run_dir / "records.jsonl"))
+        assert len(final) == 12 and all(r["status"] == "ok" for r in final)
+        assert len(_records(run_dir)) == 12 + len(lost)  # the lost lines stay as history, nothing doubled
+        _no_overlap(final)
+
+
+def test_a_class_target_spreads_rounds_over_its_boards(pool, tmp_path):
+    pool["start_worker"]("pi-a") if pool["workers"]["pi-a"].poll() is not None else None
+    _wait_for_workers(pool["address"], 2)
+    exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["loop"]\nrounds = 4'})
+    run = subprocess.run([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(tmp_path / "runs"), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = _records(Path(json.loads(run.stdout)["run_dir"]))
+    assert {r["target"] for r in records} == {"loop"} and len(records) == 3
+    boards = {rnd["board"] for r in records for rnd in r["latency_rounds"]}
+    assert boards == {"pi-a", "pi-b"}  # 12 rounds, two free boards: both took some
+    _no_overlap(records)
+
+
+def test_an_unknown_target_is_a_config_error_before_any_work(pool, tmp_path):
+    exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["pi-z"]'})
+    run = subprocess.run([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(tmp_path / "runs")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "target 'pi-z': no worker in the pool serves it (boards and classes: loop, pi-a, pi-b)" in run.stderr
+    assert not (tmp_path / "runs").exists()
