@@ -239,7 +239,7 @@ class RunConfig:
         require(self.rounds >= 1, "rounds must be >= 1")
         require(self.profile is True or self.profile >= 0, "profile must be true, false or a number of runs >= 1")
         require(self.jobs >= 0, "jobs must be >= 0")
-        require(not self.cluster or "://" in self.cluster, "cluster must be a scheduler address like tcp://HOST:8786")
+        require(not self.cluster or "://" in self.cluster, "cluster (--cluster or [run] cluster) must be a scheduler address like tcp://HOST:8786")
         from edgebench.runtimes import RUNTIMES  # light: declarations only
 
         for r in self.runtimes:

@@ -148,6 +148,7 @@ def _cell(row: Any, column: str, scale: float | None, digits: int, sort: str | N
 
 def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[Path]:
     """Write records.csv, plots/, report.html and report.md into `run_dir`; return their paths."""
+    from edgebench.analyze.boards import boards_html, boards_markdown
     from edgebench.analyze.plots import write_plots
     from edgebench.analyze.profile_chart import (
         draw_profiles,
@@ -168,11 +169,15 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
     plots += [chart] if chart else []
     for p in plots:
         log(f"wrote {p} (+ .svg)")
+    from edgebench.records import latest, read_records
+
+    records = latest(read_records(run / "records.jsonl")) if (run / "records.jsonl").exists() else []
     html_path = run / "report.html"
-    html_path.write_text(render_html(df, manifest, plots, str(run_id), profile_html(profiles)), encoding="utf-8")
+    html_path.write_text(render_html(df, manifest, plots, str(run_id),
+                                     [*boards_html(records, manifest), *profile_html(profiles)]), encoding="utf-8")
     md_path = run / "report.md"
-    md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run), *profile_markdown(profiles)]),
-                       encoding="utf-8")
+    md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run),
+                                  *boards_markdown(records, manifest), *profile_markdown(profiles)]), encoding="utf-8")
     log(f"wrote {html_path}\nwrote {md_path}")
     return [*paths, *plots, html_path, md_path]
 

@@ -30,6 +30,13 @@ class PoolTarget:
     boards: list[str]
 
 
+def require_dask(what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise ConfigError(f"{what} needs Dask distributed: pip install 'edgebench[pool]'")
+
+
 class Pool:
     def __init__(self, client, cluster=None, log=print):
         self.client, self.cluster, self.log = client, cluster, log
@@ -37,6 +44,7 @@ class Pool:
 
     @classmethod
     def open(cls, address: str | None, jobs: int = 0, log=print, dashboard: bool = False) -> Pool:
+        require_dask("--cluster/--jobs")
         from distributed import Client, LocalCluster
 
         if address:
@@ -47,9 +55,11 @@ class Pool:
                                   "start one with `dask scheduler`") from None
             pool = cls(client, None, log)
         else:
+            # ":0": a free port (None still binds :8787 in distributed 2026.8 and warns when it is taken).
             cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, resources={"cpu": 1},
-                                   dashboard_address=":0" if dashboard else None, silence_logs=40)
+                                   dashboard_address=":0", silence_logs=40)
             pool = cls(Client(cluster), cluster, log)
+            pool.client.run(_warm_up)  # each worker imports torch and the exporters once, in parallel
         if dashboard or address:
             link = pool.client.dashboard_link
             log(f"pool: scheduler {pool.client.scheduler.address}" + (f", dashboard {link}" if link else ""))
@@ -99,3 +109,14 @@ class Pool:
                 raise ConfigError(f"target {name!r}: no worker in the pool serves it (boards and classes: {served}); "
                                   f"start one with `edgebench worker --scheduler ... --target {name}.toml`")
         return out
+
+
+def _warm_up() -> None:
+    """Import what a build needs (torch, onnx, onnxruntime's quantizer, the steps) ahead of the
+    first job, on every worker at once."""
+    import onnx  # noqa: F401
+    import onnxruntime.quantization  # noqa: F401
+    import torch  # noqa: F401
+
+    import edgebench.compress  # noqa: F401
+    import edgebench.variants  # noqa: F401

@@ -36,7 +36,10 @@ def resources(name: str, board_class: str, cpu: bool) -> dict[str, float]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from edgebench.pool import require_dask
     from edgebench.targets import load_profile, open_target
+
+    require_dask("edgebench worker")
 
     profile = load_profile(args.target)
     name = args.name or profile.name

@@ -166,6 +166,8 @@ def test_a_class_target_spreads_rounds_over_its_boards(pool, tmp_path):
     boards = {rnd["board"] for r in records for rnd in r["latency_rounds"]}
     assert boards == {"pi-a", "pi-b"}  # 12 rounds, two free boards: both took some
     _no_overlap(records)
+    report = (Path(json.loads(run.stdout)["run_dir"]) / "report.md").read_text()
+    assert "### Boards (device pool)" in report and "slowest / fastest" in report
 
 
 def test_an_unknown_target_is_a_config_error_before_any_work(pool, tmp_path):
@@ -175,3 +177,14 @@ def test_an_unknown_target_is_a_config_error_before_any_work(pool, tmp_path):
     assert run.returncode == 2
     assert "target 'pi-z': no worker in the pool serves it (boards and classes: loop, pi-a, pi-b)" in run.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_no_scheduler_and_an_unreachable_device_are_one_line_each_exit_2(tmp_path, sshd):
+    exp = write_experiment(tmp_path)
+    run = subprocess.run([*CLI, "run", str(exp), "--cluster", f"tcp://127.0.0.1:{free_port()}", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "no Dask scheduler answers there" in run.stderr and not (tmp_path / "r").exists()
+    profile = sshd.write_profile(tmp_path / "gone.toml", port=free_port())  # nothing listens there
+    worker = subprocess.run([*CLI, "worker", "--scheduler", "tcp://127.0.0.1:1", "--target", str(profile)],
+                            capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 2 and worker.stderr.startswith("edgebench: error: target 'gone' is not usable")
