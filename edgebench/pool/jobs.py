@@ -61,6 +61,8 @@ def measure_round(artifact: tuple, eval_set: tuple, runtime: str, options, extra
         result = {"status": "error", "error": f"{board['name']}: {exc}", "unreachable": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a failure is a record; the sweep goes on
         result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    if result.get("host_error"):  # the device did not answer (ssh down, host gone): not the variant's fault
+        result["unreachable"] = result["error"]
     result["measure_s"] = time.perf_counter() - started
     result["board"], result["worker"] = board["name"], worker.address
     return result

@@ -39,6 +39,12 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
         labels = eval_set["y"] if "y" in eval_set.files else None
     eval_blob = pool.client.scatter(blob(run_dir / "eval.npz"), broadcast=True)
     by_name = {v.name: v for v in variants}
+    job_retried: dict[tuple, str] = {}  # (key, round) -> the board it was first sent to
+
+    def submit(job, key, t, index):
+        return pool.client.submit(measure_round, *job, resources={t.resource: 1}, pure=False,
+                                  key=f"measure-{key[0]}-{t.name}-{key[2]}-r{index}-{time.time_ns()}")
+
     plan = [(t, rt) for t in targets for rt in exp.run.runtimes if rt in t.profile.runtimes]
     futures, meta, results = {}, {}, defaultdict(list)
     expected, blobs = {}, {}
@@ -57,10 +63,9 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
                 expected[key] = options.rounds
                 if artifact not in blobs:
                     blobs[artifact] = pool.client.scatter(blob(artifact))
-                fut = pool.client.submit(measure_round, blobs[artifact], eval_blob, rt, options.round(index),
-                                         resources={t.resource: 1}, pure=False,
-                                         key=f"measure-{v.name}-{t.name}-{rt}-r{index}-{time.time_ns()}")
-                futures[fut.key], meta[fut.key] = fut, (key, t, options, index)
+                job = (blobs[artifact], eval_blob, rt, options.round(index))
+                fut = submit(job, key, t, index)
+                futures[fut.key], meta[fut.key] = fut, (key, t, options, index, job)
     profiles = {t.name: t for t in targets}
     pending_baseline = {(t, rt) for (v, t, rt) in expected if v == "baseline"}
     held: list[tuple] = []
@@ -72,8 +77,12 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
         if name != "baseline" and (tname, rt) in pending_baseline:
             held.append((key, options))
             return
-        merged = merge_rounds([r for _, r in sorted(results.pop(key), key=lambda ir: ir[0])])  # round 0 evaluated
-        record = make_measured_record(by_name[name], profiles[tname].profile, rt, merged, options, run_dir, run_id, labels)
+        rounds = [r for _, r in sorted(results.pop(key), key=lambda ir: ir[0])]  # round 0 evaluated
+        record = make_measured_record(by_name[name], profiles[tname].profile, rt, merge_rounds(rounds), options,
+                                      run_dir, run_id, labels)
+        retried = [r["retried_after"] for r in rounds if r.get("retried_after")]
+        if retried:  # rounds first sent to a board that stopped answering, measured on another
+            record["retried_after"] = retried
         records.append(record)
         count += 1
         log(f"[{count}/{total}] {tname} {rt} {name} on {record.get('board') or '?'}: {summarize(record)}")
@@ -87,19 +96,32 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
         finish(key, base)
     done = as_completed(list(futures.values()), with_results=False)
     lost_since: dict[str, float] = {}
+    finished: dict[str, int] = defaultdict(int)  # rounds answered per target
     last_status = time.monotonic()
     while futures:
         batch = done.next_batch(block=False) if hasattr(done, "next_batch") else []
         for fut in batch:
-            key, t, options, index = meta.pop(fut.key)
+            key, t, options, index, job = meta.pop(fut.key)
             futures.pop(fut.key, None)
             try:
                 result = fut.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker and the like: this job's record says so
                 result = {"status": "error", "error": f"lost: {type(exc).__name__}: {exc}", "measure_s": 0.0}
-            if result.get("unreachable") and result.get("board") not in pool.removed:
-                _retire(pool, result, update_manifest, run_dir, log)
+            if result.get("unreachable"):
+                if result.get("board") not in pool.removed:
+                    _retire(pool, result, update_manifest, run_dir, log)
+                if len(t.boards) > 1 and not job_retried.get((key, index)):  # another board of the class
+                    job_retried[(key, index)] = result["board"]
+                    again = submit(job, key, t, index)
+                    futures[again.key], meta[again.key] = again, (key, t, options, index, job)
+                    done.add(again)
+                    log(f"{t.name} {key[2]} {key[0]} round {index + 1}: {result['board']} unreachable, "
+                        "retried on another board of the class")
+                    continue
+            if job_retried.get((key, index)):
+                result["retried_after"] = job_retried[(key, index)]
             results[key].append((index, result))
+            finished[t.name] += 1
             if len(results[key]) == expected[key]:
                 finish(key, options)
         if not batch:
@@ -107,7 +129,7 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
         now = time.monotonic()
         alive = {r for w in pool.workers().values() for r, n in w["resources"].items() if n}
         for fkey, fut in list(futures.items()):
-            key, t, options, index = meta[fkey]
+            key, t, options, index, _job = meta[fkey]
             if t.resource in alive:
                 lost_since.pop(t.resource, None)
                 continue
@@ -124,7 +146,7 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
                     finish(key, options)
         if now - last_status >= STATUS_EVERY_S:
             last_status = now
-            log(_status(pool, futures, meta))
+            log(_status(pool, futures, meta, finished))
     for args in list(held):  # a baseline that never came: the others are recorded without it
         held.remove(args)
         pending_baseline.clear()
@@ -143,12 +165,13 @@ def _retire(pool, result: dict, update_manifest, run_dir: Path, log) -> None:
         pass
 
 
-def _status(pool, futures: dict, meta: dict) -> str:
-    """One line: jobs queued / running per target, from the scheduler's view."""
+def _status(pool, futures: dict, meta: dict, finished: dict) -> str:
+    """One line: jobs queued / running / done per target, from the scheduler's view."""
     processing = pool.client.processing()
     running = {k for keys in processing.values() for k in keys}
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for fkey in futures:
         per[meta[fkey][1].name][1 if fkey in running else 0] += 1
-    parts = [f"{name}: {q} queued, {r} running" for name, (q, r) in sorted(per.items())]
+    parts = [f"{name}: {per[name][0]} queued, {per[name][1]} running, {finished.get(name, 0)} done"
+             for name in sorted({*per, *finished})]
     return "pool: " + ("; ".join(parts) if parts else "idle")

@@ -79,8 +79,8 @@ class Target:
         try:
             runner = self.host.stage_bundle(runner_files(runtime))[0]
             model, inputs, *other = self.host.stage([Path(artifact), Path(data), *map(Path, compare or ())])
-        except TargetError as exc:
-            return self._labelled({"status": "error", "error": str(exc)})
+        except TargetError as exc:  # the device did not take the files: `host_error` (a pool retires it)
+            return self._labelled({"status": "error", "error": str(exc), "host_error": True})
         argv = [self.host.python, runner, "--model", model, "--data", inputs, "--runtime", runtime,
                 *options.runner_args(), *self.profile.runtime_options(runtime),
                 *(["--compare-model", other[0], "--compare-data", other[1]] if other else []), *extra_args]  # fmt: skip
@@ -104,7 +104,7 @@ class Target:
         if not done.stdout.strip():
             problem = self.host.explain(done)
             if problem:
-                return {"status": "error", "error": problem}
+                return {"status": "error", "error": problem, "host_error": True}
             if done.timed_out:
                 return {"status": "error", "error": f"runner timed out after {options.timeout_s:g} s{place}"}
         error, rt = str(result.get("error", "")), runtime_of(runtime)

@@ -82,9 +82,9 @@ def pool(tmp_path_factory):
             boards[name] = server.write_profile(folder / f"{name}.toml", taskset=str(core % (os.cpu_count() or 1)))
         workers = {}
 
-        def start_worker(name: str) -> subprocess.Popen:
-            proc = _start([*CLI, "worker", "--scheduler", address, "--target", str(boards[name]), "--board-class", "loop"],
-                          folder / f"worker-{name}-{time.time_ns()}.log")
+        def start_worker(name: str, profile: Path | None = None, board_class: str = "loop") -> subprocess.Popen:
+            proc = _start([*CLI, "worker", "--scheduler", address, "--target", str(profile or boards[name]),
+                           "--name", name, "--board-class", board_class], folder / f"worker-{name}-{time.time_ns()}.log")
             stack.callback(_stop, proc)
             workers[name] = proc
             return proc
@@ -168,6 +168,33 @@ def test_a_class_target_spreads_rounds_over_its_boards(pool, tmp_path):
     _no_overlap(records)
     report = (Path(json.loads(run.stdout)["run_dir"]) / "report.md").read_text()
     assert "### Boards (device pool)" in report and "slowest / fastest" in report
+
+
+def test_a_board_that_stops_answering_leaves_the_pool_and_its_rounds_go_to_another(pool, tmp_path):
+    """Class "flaky": pi-c on its own sshd, pi-d on pi-b's. pi-c's sshd stops after its worker
+    joined: its first round fails to connect, pi-c is retired with the reason, every round is
+    measured on pi-d, nothing is lost or doubled."""
+    boards = {}
+    with loopback_sshd(tmp_path / "sshd-c") as server:
+        boards["pi-c"] = server.write_profile(tmp_path / "pi-c.toml")
+        flaky = [pool["start_worker"]("pi-c", boards["pi-c"], "flaky"),
+                 pool["start_worker"]("pi-d", pool["folder"] / "pi-b.toml", "flaky")]
+        _wait_for_workers(pool["address"], 4)
+    try:  # pi-c's sshd is gone now
+        exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["flaky"]\nrounds = 2'})
+        run = subprocess.run([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(tmp_path / "runs"),
+                              "--json"], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        run_dir = Path(json.loads(run.stdout)["run_dir"])
+        records = _records(run_dir)
+        assert len(records) == 3 and all(r["status"] == "ok" and r["board"] == "pi-d" for r in records)
+        assert any(r.get("retried_after") == ["pi-c"] for r in records)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert "pi-c" in manifest["pool"]["removed"]
+        assert "pi-c: taken out of the pool during the run" in (run_dir / "report.md").read_text()
+    finally:
+        for proc in flaky:
+            _stop(proc)
 
 
 def test_an_unknown_target_is_a_config_error_before_any_work(pool, tmp_path):
