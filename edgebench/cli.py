@@ -26,6 +26,8 @@ COMMANDS = {
     "profile": ("edgebench.analyze.profile", "per-layer time on a target, mapped to PyTorch modules; diff two variants",
                 "add_arguments", "main"),
     "targets": ("edgebench.targets.command", "list target profiles and whether each is usable now", "add_arguments", "main"),
+    "search": ("edgebench.search.command", "search compression chains for the best variant within budgets, measured on the target",
+               "add_arguments", "main"),
     "worker": ("edgebench.pool.worker", "serve one device to a Dask scheduler (edgebench run --cluster)", "add_arguments", "main"),
     "sensitivity": ("edgebench.sensitivity", "accuracy drop per layer when only that layer is pruned/quantized", "add_arguments", "main"),
 }

@@ -269,6 +269,7 @@ class Experiment:
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
     variants: tuple[Variant, ...] = ()
+    search: dict = field(default_factory=dict)  # [search]: read and checked by `edgebench search`
     source: str | None = None  # the file it came from
 
     def to_dict(self) -> dict:

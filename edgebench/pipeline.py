@@ -65,7 +65,7 @@ def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], l
     todo = [v for v in variants if existing[v.name] is None]
     if not todo:
         return [existing[v.name] for v in variants]
-    baseline = _baseline(exp, data, run_dir, log)
+    baseline = baseline_model(exp, data, run_dir, log)
     if pool is not None and pool.cpu_workers():
         from edgebench.pool.build import build_with_pool
 
@@ -86,7 +86,7 @@ def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], l
     return [existing[v.name] or made[v.name] for v in variants]
 
 
-def _baseline(exp: Experiment, data, run_dir: Path, log):
+def baseline_model(exp: Experiment, data, run_dir: Path, log):
     """The trained (or loaded) baseline model; a model that fails here is one clear error."""
     from edgebench.train import train_baseline
 
@@ -133,7 +133,7 @@ def run_experiment(
         data = load_run_data(exp, log)
         run_dir, run_id, exp = prepare_run_dir(exp, out, resume)
         log(f"run {run_id}: {run_dir}")
-        with _removed_if_nothing_measured(run_dir, keep=resume is not None):
+        with removed_if_nothing_measured(run_dir, keep=resume is not None):
             write_manifest(run_dir, run_id, exp.to_dict(), targets=[dataclasses.asdict(p) for p in profiles],
                            data=data.describe())
             formats = {format_of(r) for r in exp.run.runtimes}
@@ -181,7 +181,7 @@ def check_targets(profiles: list[TargetProfile], runtimes: tuple[str, ...], log)
 
 
 @contextlib.contextmanager
-def _removed_if_nothing_measured(run_dir: Path, keep: bool):
+def removed_if_nothing_measured(run_dir: Path, keep: bool):
     """Delete a new run folder when the run fails before its first record: half-made folders
     of failed starts are litter. An interrupted run with records stays, for --resume."""
     try:
@@ -201,7 +201,7 @@ def finish_report(run_dir: Path, log) -> None:
 def compress_only(exp: Experiment, out: Path | None = None, log=print) -> Path:
     data = load_run_data(exp, log)
     run_dir, run_id, exp = prepare_run_dir(exp, out, None)
-    with _removed_if_nothing_measured(run_dir, keep=False):
+    with removed_if_nothing_measured(run_dir, keep=False):
         write_manifest(run_dir, run_id, exp.to_dict(), command="compress", data=data.describe())
         make_all_variants(exp, data, run_dir, {format_of(r) for r in exp.run.runtimes}, log)
     return run_dir

@@ -103,13 +103,15 @@ def _quantize_options(variant: Variant) -> dict:
 
 
 def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Path, formats: set[str], log,
-                  worker=None) -> BuiltVariant:
+                  worker=None, keep=None) -> BuiltVariant:
     """Apply the steps to a copy of the baseline, export it, write variant.json.
 
     Each format's exporter (`edgebench.runtimes.FORMATS`, `edgebench.artifacts`) makes its
     file. With a `worker` (export_worker.ExportWorker) a format marked `background` (TFLite)
     is exported there while the caller goes on; the variant is complete, and its variant.json
-    written, after `finish()`.
+    written, after `finish()`. `keep(info)`, asked once the steps ran and the torch accuracy
+    is known, may answer a reason not to export at all (the search's pruning): the variant is
+    then kept with `pruned` and no artifact.
     """
     from edgebench.compress import StepContext
     from edgebench.export import export_onnx, onnx_costs, verify_onnx
@@ -146,6 +148,11 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     info.update(params=params, nonzero_params=nonzero, notes=ctx.notes)
     info["weight_bytes"] = params * BYTES_PER_WEIGHT[info["precision"]]
     info["torch_accuracy"] = evaluate(model, data.x_test, data.y_test)
+    why = keep(info) if keep is not None else None
+    if why:
+        info.update(pruned=why, error=f"not exported: {why}")
+        _write_info(vdir, info)
+        return BuiltVariant(variant.name, vdir, info)
 
     t0 = time.perf_counter()
     float_onnx = vdir / "float.onnx"

@@ -14,7 +14,7 @@ $SUDO apt-get install -y -q --no-install-recommends qemu-user-static openssh-ser
 
 # The CPU build of torch first, pinned: a bare `torch` requirement pulls a 5 GB CUDA build.
 python3 -m venv .venv
-.venv/bin/pip install -q torch==2.13.0 -e '.[tflite,openvino,pool,dev]'
+.venv/bin/pip install -q torch==2.13.0 -e '.[tflite,openvino,pool,search,dev]'
 
 # The aarch64 rootfs (Python 3.11, numpy, onnxruntime, ai-edge-litert), built once, cached.
 .venv/bin/python -m edgebench.targets.qemu_rootfs

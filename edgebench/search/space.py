@@ -1,0 +1,81 @@
+"""The search space: which compression chains a trial may build, and their parameter ranges.
+
+A trial's chain is [prune?] + [lowrank?] + [quantize?], each part chosen by Optuna from the
+space. The default space (used when `[search.space]` is absent) covers what the field uses on
+small CNNs; a `[search.space]` table narrows or widens it:
+
+    [search.space.prune]
+    kinds = ["structured", "unstructured"]    # "none" lets a trial skip pruning
+    ratio = [0.2, 0.8]
+    finetune_epochs = [1, 4]
+    lr_scale = [0.2, 1.0]                     # fine-tune lr = lr_scale x [train] lr (log scale)
+    [search.space.lowrank]
+    use = [false, true]
+    ratio = [0.3, 0.8]
+    [search.space.quantize]
+    schemes = ["none", "fp16", "int8_static", "int8_dynamic"]
+"""
+
+from __future__ import annotations
+
+import copy
+
+from edgebench.errors import ConfigError
+
+DEFAULT_SPACE: dict = {
+    "prune": {"kinds": ["none", "structured", "unstructured"], "ratio": [0.2, 0.8], "finetune_epochs": [1, 4],
+              "lr_scale": [0.2, 1.0]},
+    "lowrank": {"use": [False, True], "ratio": [0.3, 0.8], "finetune_epochs": [1, 4]},
+    "quantize": {"schemes": ["none", "fp16", "int8_static", "int8_dynamic"]},
+}
+CHOICES = {("prune", "kinds"): {"none", "structured", "unstructured"},
+           ("quantize", "schemes"): {"none", "fp16", "int8_static", "int8_dynamic"},
+           ("lowrank", "use"): {False, True}}
+RANGES = {("prune", "ratio"): (0.0, 0.95), ("prune", "finetune_epochs"): (0, 50), ("prune", "lr_scale"): (1e-3, 10.0),
+          ("lowrank", "ratio"): (0.05, 1.0), ("lowrank", "finetune_epochs"): (0, 50)}
+
+
+def make_space(table: dict | None) -> dict:
+    """The default space with `table`'s parts over it; a wrong key or range exits 2."""
+    space = copy.deepcopy(DEFAULT_SPACE)
+    for part, values in (table or {}).items():
+        where = f"[search.space.{part}]"
+        if part not in space:
+            raise ConfigError(f"{where}: unknown part (valid: {', '.join(space)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: expected a table")
+        for key, value in values.items():
+            if key not in space[part]:
+                raise ConfigError(f"{where}: unknown key {key!r} (valid: {', '.join(space[part])})")
+            if (part, key) in CHOICES:
+                if not isinstance(value, list) or not value or not set(value) <= CHOICES[(part, key)]:
+                    raise ConfigError(f"{where}: {key} must be a non-empty list of {sorted(map(str, CHOICES[(part, key)]))}")
+            else:
+                lo, hi = RANGES[(part, key)]
+                if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, (int, float)) for v in value)
+                        or not lo <= value[0] <= value[1] <= hi):
+                    raise ConfigError(f"{where}: {key} must be [low, high] within [{lo:g}, {hi:g}], got {value!r}")
+            space[part][key] = value
+    return space
+
+
+def suggest(trial, space: dict, train_lr: float) -> list[dict]:
+    """One trial's chain of steps, as [[variant]] step tables."""
+    steps: list[dict] = []
+    p = space["prune"]
+    kind = trial.suggest_categorical("prune", p["kinds"])
+    if kind != "none":
+        epochs = trial.suggest_int("prune_epochs", *p["finetune_epochs"])
+        step = {"method": "prune", "kind": kind, "ratio": round(trial.suggest_float("prune_ratio", *p["ratio"]), 3),
+                "finetune_epochs": epochs}
+        if epochs:
+            step["lr"] = float(f"{train_lr * trial.suggest_float('prune_lr_scale', *p['lr_scale'], log=True):.3g}")
+        steps.append(step)
+    low = space["lowrank"]
+    if trial.suggest_categorical("lowrank", low["use"]):
+        steps.append({"method": "lowrank", "ratio": round(trial.suggest_float("lowrank_ratio", *low["ratio"]), 3),
+                      "finetune_epochs": trial.suggest_int("lowrank_epochs", *low["finetune_epochs"])})
+    scheme = trial.suggest_categorical("quantize", space["quantize"]["schemes"])
+    if scheme != "none":
+        steps.append({"method": "quantize", "scheme": scheme})
+    return steps

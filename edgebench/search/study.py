@@ -1,0 +1,217 @@
+"""The search loop: an Optuna study whose trials are variants measured on the target."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from edgebench.search import OBJECTIVES, TORCH_SLACK_PT, Settings, metric
+from edgebench.search.space import make_space, suggest
+
+STUDY = "search"
+
+
+def open_study(run_dir: Path, settings: Settings, log):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it all
+    storage = JournalStorage(JournalFileBackend(str(run_dir / "search.journal")))
+    constraints = lambda t: t.user_attrs.get("constraints", [1.0])  # noqa: E731 - unmeasured: infeasible
+    if len(settings.minimize) == 1:
+        startup = max(4, min(10, (settings.trials or 30) // 4))
+        sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup, constraints_func=constraints)
+    else:
+        sampler = optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=max(4, min(20, (settings.trials or 40) // 4)),
+                                                constraints_func=constraints)
+    study = optuna.create_study(storage=storage, sampler=sampler, study_name=STUDY, load_if_exists=True,
+                                directions=["minimize"] * len(settings.minimize))
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    for t in stale:  # the trial a killed search was in: failed, its number not reused
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        log(f"search: trial {t.number} was interrupted; marked failed, the search goes on")
+    return study
+
+
+class Search:
+    """Everything one trial needs: the experiment, data, baseline, target, records."""
+
+    def __init__(self, exp, settings: Settings, data, baseline, target, profile, run_dir: Path, run_id: str, log):
+        from edgebench.measuring import run_options
+        from edgebench.records import RecordLog
+
+        self.exp, self.settings, self.data, self.baseline = exp, settings, data, baseline
+        self.target, self.profile, self.run_dir, self.run_id, self.log = target, profile, run_dir, run_id, log
+        self.records = RecordLog(run_dir)
+        self.options = run_options(exp).for_target(profile)
+        self.space = make_space(settings.space)
+        self.base_record: dict | None = None
+        self.base_torch: float | None = None
+
+    def measure(self, variant) -> dict:
+        """Measure one built variant on the target; its record, appended to records.jsonl."""
+        import numpy as np
+
+        from edgebench.measuring import make_measured_record, measure_rounds
+
+        with np.load(self.run_dir / "eval.npz") as eval_set:
+            labels = eval_set["y"] if "y" in eval_set.files else None
+        record = None
+        for v, result in measure_rounds([variant], self.target, self.settings.runtime, self.options, self.run_dir,
+                                        lambda _m: None):
+            record = make_measured_record(v, self.profile, self.settings.runtime, result, self.options, self.run_dir,
+                                          self.run_id, labels)
+        return record
+
+    def objective(self, trial):
+        import optuna
+
+        from edgebench.config import Variant, parse_step
+        from edgebench.variants import build_variant
+
+        steps = suggest(trial, self.space, self.exp.train.lr)
+        trial.set_user_attr("steps", steps)
+        signature = json.dumps(steps, sort_keys=True)
+        same = self._measured(signature)
+        if same is not None:  # this chain (or none: the baseline) was measured already
+            trial.set_user_attr("reused", same["variant"])
+            self.log(f"trial {trial.number}: {_chain(steps)}: measured already as {same['variant']}, reused")
+            return self._score(trial, same)
+        name = f"trial-{trial.number:03d}"
+        variant = Variant(name, tuple(parse_step(s, f"trial {trial.number}") for s in steps))
+        limit = self.base_torch - (self.settings.max_drop + TORCH_SLACK_PT) / 100
+
+        def keep(info: dict) -> str | None:
+            acc = info.get("torch_accuracy")
+            if acc is not None and acc < limit:
+                return (f"torch accuracy {acc * 100:.1f}% is more than {self.settings.max_drop:g} pt "
+                        f"(+{TORCH_SLACK_PT:g} slack) under the baseline's {self.base_torch * 100:.1f}%")
+            return None
+
+        started = time.perf_counter()
+        built = build_variant(self.exp, variant, self.baseline, self.data, self.run_dir,
+                              {_format(self.settings.runtime)}, lambda _m: None, keep=keep)
+        trial.set_user_attr("build_s", round(time.perf_counter() - started, 2))
+        if built.info.get("pruned"):
+            self.log(f"trial {trial.number}: {_chain(steps)}: pruned before export: {built.info['pruned']}")
+            raise optuna.TrialPruned(built.info["pruned"])
+        if built.error:
+            self.log(f"trial {trial.number}: {_chain(steps)}: {built.error}")
+            raise RuntimeError(built.error)  # a failed trial (Optuna records it), the search goes on
+        record = self.measure(built)
+        record["trial"], record["search_signature"] = trial.number, signature
+        self.records.append(record)
+        trial.set_user_attr("variant", name)
+        trial.set_user_attr("device_s", record.get("measure_s") or 0.0)
+        if record["status"] != "ok":
+            self.log(f"trial {trial.number}: {_chain(steps)}: {record['error']}")
+            raise RuntimeError(record["error"])
+        return self._score(trial, record)
+
+    def _measured(self, signature: str) -> dict | None:
+        if signature == "[]":
+            return self.base_record
+        return next((r for r in self.records.records
+                     if r.get("search_signature") == signature and r["status"] == "ok"), None)
+
+    def _score(self, trial, record: dict):
+        """The objective value(s); the budgets' margins as Optuna constraints (<= 0: met)."""
+        base_acc = self.base_record.get("accuracy") or 0.0
+        drop = (base_acc - (record.get("accuracy") or 0.0)) * 100
+        constraints = []
+        for path, limit in self.settings.budgets().values():
+            value = drop if path is None else metric(record, path)
+            constraints.append(float("inf") if value is None else value - limit)
+        trial.set_user_attr("constraints", constraints)
+        trial.set_user_attr("variant", record["variant"])
+        trial.set_user_attr("accuracy_drop_pt", round(drop, 3))
+        values = [metric(record, OBJECTIVES[m]) for m in self.settings.minimize]
+        feasible = all(c <= 0 for c in constraints)
+        self.log(f"trial {trial.number}: {_chain(trial.user_attrs['steps'])}: "
+                 + ", ".join(f"{m} {v:.4g}" for m, v in zip(self.settings.minimize, values, strict=True))
+                 + f", drop {drop:+.2f} pt" + ("" if feasible else " (outside the budgets)"))
+        return values[0] if len(values) == 1 else values
+
+
+def _format(runtime: str) -> str:
+    from edgebench.runtimes import format_of
+
+    return format_of(runtime)
+
+
+def _chain(steps: list[dict]) -> str:
+    if not steps:
+        return "(no compression)"
+    parts = []
+    for s in steps:
+        args = ", ".join(f"{k}={v}" for k, v in s.items() if k != "method")
+        parts.append(f"{s['method']}({args})")
+    return " -> ".join(parts)
+
+
+def summary(study, search: Search, run_dir: Path) -> dict:
+    """{run_dir, best, pareto, trials, device_trials, device_seconds}, best kept, not first."""
+    import optuna
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", [1.0]))]
+    by_variant = {r["variant"]: r for r in search.records.records if r["status"] == "ok"}
+    pareto = _pareto(feasible)
+    best = best_trial(done)
+    measured = [t for t in study.get_trials(deepcopy=False) if "device_s" in t.user_attrs]
+    out = {
+        "run_dir": str(run_dir),
+        "best": _describe(best, by_variant, search.settings) if best else None,
+        "pareto": [_describe(t, by_variant, search.settings) for t in pareto],
+        "trials": len(study.get_trials(deepcopy=False)),
+        "pruned_before_export": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.get_trials(deepcopy=False)),
+        "device_trials": len(measured),
+        "device_seconds": round(sum(t.user_attrs["device_s"] for t in measured) + (search.base_record or {}).get("measure_s", 0.0), 2),
+        "baseline": {"p50_ms": metric(search.base_record, ("latency_ms", "p50")),
+                     "size_bytes": search.base_record.get("size_bytes"), "accuracy": search.base_record.get("accuracy"),
+                     "energy_mj": metric(search.base_record, ("energy_mj", "value"))},
+        "budgets": {k: v for k, (_p, v) in search.settings.budgets().items()},
+        "minimize": list(search.settings.minimize),
+    }
+    return out
+
+
+def best_trial(done: list):
+    """The best trial that meets every budget (the first objective's lowest), not the first to
+    pass; None when none does."""
+    feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", [1.0]))]
+    return min(feasible, key=lambda t: (t.values[0], t.number)) if feasible else None
+
+
+def _pareto(trials: list) -> list:
+    def dominates(a, b):
+        return all(x <= y for x, y in zip(a.values, b.values, strict=True)) and a.values != b.values
+
+    return sorted([t for t in trials if not any(dominates(o, t) for o in trials)], key=lambda t: t.values)
+
+
+def _describe(trial, by_variant: dict, settings: Settings) -> dict:
+    record = by_variant.get(trial.user_attrs.get("variant"), {})
+    names = list(settings.budgets())
+    margins = {n: round(-c, 6) for n, c in zip(names, trial.user_attrs.get("constraints", []), strict=False)}
+    return {"trial": trial.number, "variant": trial.user_attrs.get("variant"), "steps": trial.user_attrs.get("steps"),
+            "chain": _chain(trial.user_attrs.get("steps") or []),
+            "metrics": {"p50_ms": metric(record, ("latency_ms", "p50")), "p90_ms": metric(record, ("latency_ms", "p90")),
+                        "size_bytes": record.get("size_bytes"), "accuracy": record.get("accuracy"),
+                        "accuracy_drop_pt": trial.user_attrs.get("accuracy_drop_pt"),
+                        "peak_rss_mb": record.get("peak_rss_mb"),
+                        "energy_mj": metric(record, ("energy_mj", "value"))},
+            "margins": margins}
+
+
+def settings_of(manifest: dict) -> Settings:
+    raw = dict(manifest["search"])
+    raw["minimize"] = tuple(raw.get("minimize") or ("latency",))
+    return Settings(**raw)
+
+
+def settings_dict(settings: Settings) -> dict:
+    return dataclasses.asdict(settings)

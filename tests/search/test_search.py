@@ -1,0 +1,130 @@
+"""`edgebench search`: budgets as constraints, the best kept (not the first), trials as ordinary
+records, pruning before export, a killed search resumed without repeating trials, bad input
+exit 2 before any work."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("optuna", reason="Optuna is not installed (pip install 'edgebench[search]')")
+
+from conftest import write_experiment  # noqa: E402
+
+CLI = [sys.executable, "-m", "edgebench"]
+# A small space: cheap trials on the tiny experiment (no low-rank: its convs are too small).
+SPACE = """
+[search.space.prune]
+kinds = ["none", "structured", "unstructured"]
+ratio = [0.2, 0.6]
+finetune_epochs = [0, 1]
+[search.space.lowrank]
+use = [false]
+[search.space.quantize]
+schemes = ["none", "fp16", "int8_static"]
+"""
+
+
+def _search(exp: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "search", str(exp), "--json", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_best_within_budgets_is_kept_not_the_first():
+    import optuna
+
+    from edgebench.search.study import best_trial
+
+    def trial(number, value, constraints):
+        t = optuna.trial.create_trial(value=value, user_attrs={"constraints": constraints})
+        t.number = number
+        return t
+
+    done = [trial(0, 5.0, [-1.0]), trial(1, 1.0, [0.5]), trial(2, 3.0, [-0.1, -2.0]), trial(3, 4.0, [0.0])]
+    assert best_trial(done).number == 2  # 1 is faster but breaks a budget; 0 passed first
+    assert best_trial([trial(0, 1.0, [0.1])]) is None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--minimize", "speed"], "--minimize speed: choose from latency, size, energy"),
+    (["--max-drop", "-1"], "--max-drop must be >= 0"),
+    (["--target", "no-such-board"], "no-such-board"),
+])
+def test_bad_settings_exit_2_before_any_work(tmp_path, args, message):
+    exp = write_experiment(tmp_path)
+    proc = subprocess.run([*CLI, "search", str(exp), "--out", str(tmp_path / "r"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_wrong_space_is_one_line(tmp_path):
+    exp = write_experiment(tmp_path, variants='[search.space.prune]\nratio = [0.5, 1.5]\n')
+    proc = subprocess.run([*CLI, "search", str(exp)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "[search.space.prune]: ratio must be [low, high] within [0, 0.95], got [0.5, 1.5]" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_search_measures_trials_as_records_and_resumes_after_a_kill(tmp_path):
+    exp = write_experiment(tmp_path, variants=SPACE)
+    runs = tmp_path / "runs"
+    # Killed once the baseline and one trial are measured; resumed to 7 trials in all.
+    proc = subprocess.Popen([*CLI, "search", str(exp), "--trials", "7", "--max-drop", "3", "--out", str(runs)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        found = list(runs.glob("*/records.jsonl"))
+        if found and sum(1 for line in found[0].read_text().splitlines() if '"trial"' in line) >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    proc.wait(30)
+    (run_dir,) = runs.iterdir()
+    measured_before = [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines()]
+    again = subprocess.run([*CLI, "search", "--resume", str(run_dir), "--json"], capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = json.loads(again.stdout)
+    assert set(out) >= {"run_dir", "best", "pareto", "trials", "device_trials", "device_seconds"}
+    assert out["trials"] == 7 and out["device_trials"] <= 7 and out["device_seconds"] > 0
+    records = [json.loads(x) for x in (run_dir / "records.jsonl").read_text().splitlines()]
+    assert records[: len(measured_before)] == measured_before  # nothing measured before was redone
+    trials = [r["trial"] for r in records if "trial" in r]
+    assert len(trials) == len(set(trials))  # no trial measured twice
+    assert [r["variant"] for r in records].count("baseline") == 1
+    best = out["best"]
+    assert best["metrics"]["accuracy_drop_pt"] <= 3 and best["margins"]["accuracy_drop_pt"] >= 0
+    base = records[0]
+    within = [r["latency_ms"]["p50"] for r in records
+              if r.get("trial") is not None and r["status"] == "ok" and (base["accuracy"] - r["accuracy"]) * 100 <= 3]
+    # The fastest measured within the budget (a trial, or the baseline when a trial asked for no compression).
+    assert best["metrics"]["p50_ms"] in {*within, base["latency_ms"]["p50"]}
+    assert not within or best["metrics"]["p50_ms"] <= min(within)
+    assert (run_dir / "plots" / "search.png").is_file() and (run_dir / "report.html").is_file()
+    assert json.loads((run_dir / "search.json").read_text())["trials"] == 7
+
+
+@pytest.mark.slow
+def test_trials_that_break_the_budget_in_torch_are_never_exported(tmp_path):
+    exp = write_experiment(tmp_path, variants="""
+[search.space.prune]
+kinds = ["structured"]
+ratio = [0.9, 0.95]
+finetune_epochs = [0, 0]
+[search.space.lowrank]
+use = [false]
+[search.space.quantize]
+schemes = ["none"]
+""")
+    proc = _search(exp, "--trials", "3", "--max-drop", "0", "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 1, proc.stderr[-2000:]  # nothing met the budget
+    out = json.loads(proc.stdout)
+    assert out["best"] is None and out["pruned_before_export"] == 3 and out["device_trials"] == 0
+    run_dir = Path(out["run_dir"])
+    assert not list(run_dir.glob("variants/trial-*/model.onnx"))
