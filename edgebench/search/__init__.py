@@ -41,8 +41,12 @@ class Settings:
     max_minutes: float | None = None
     seed: int = 0
     space: dict = field(default_factory=dict)
+    sampler: str = "auto"  # "auto": TPE (one objective) or NSGA-II; "grid": every point of a finite space
+
 
     def __post_init__(self):
+        if self.sampler not in ("auto", "grid"):
+            raise ConfigError(f"sampler = {self.sampler!r}: choose auto or grid")
         if not self.minimize or any(m not in OBJECTIVES for m in self.minimize):
             raise ConfigError(f"--minimize {','.join(self.minimize)}: choose from {', '.join(OBJECTIVES)}")
         if self.max_drop < 0:

@@ -11,7 +11,7 @@ from edgebench.errors import ConfigError, EdgebenchError
 
 HELP = "search compression chains for the best variant within budgets, measured on the target"
 KEYS = ("target", "runtime", "max_drop", "max_size", "max_p90_ms", "max_rss_mb", "minimize", "trials", "max_minutes",
-        "seed", "space")
+        "seed", "space", "sampler")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +51,11 @@ def resolve(args, exp) -> tuple:
         raise ConfigError(f"[search]: {exc}") from None
     from edgebench.search.space import make_space
 
-    make_space(settings.space)  # a wrong space exits 2 now, not at trial 1
+    space = make_space(settings.space)  # a wrong space exits 2 now, not at trial 1
+    if settings.sampler == "grid":
+        from edgebench.search.space import grid
+
+        grid(space)
     run = dataclasses.replace(exp.run, targets=(settings.target,), runtimes=(settings.runtime,))
     return settings, dataclasses.replace(exp, run=run)
 

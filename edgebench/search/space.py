@@ -7,6 +7,7 @@ small CNNs; a `[search.space]` table narrows or widens it:
     [search.space.prune]
     kinds = ["structured", "unstructured"]    # "none" lets a trial skip pruning
     ratio = [0.2, 0.8]
+    ratio_step = 0.1                          # optional: only these ratios (a grid)
     finetune_epochs = [1, 4]
     lr_scale = [0.2, 1.0]                     # fine-tune lr = lr_scale x [train] lr (log scale)
     [search.space.lowrank]
@@ -23,8 +24,8 @@ import copy
 from edgebench.errors import ConfigError
 
 DEFAULT_SPACE: dict = {
-    "prune": {"kinds": ["none", "structured", "unstructured"], "ratio": [0.2, 0.8], "finetune_epochs": [1, 4],
-              "lr_scale": [0.2, 1.0]},
+    "prune": {"kinds": ["none", "structured", "unstructured"], "ratio": [0.2, 0.8], "ratio_step": None,
+              "finetune_epochs": [1, 4], "lr_scale": [0.2, 1.0]},
     "lowrank": {"use": [False, True], "ratio": [0.3, 0.8], "finetune_epochs": [1, 4]},
     "quantize": {"schemes": ["none", "fp16", "int8_static", "int8_dynamic"]},
 }
@@ -47,7 +48,10 @@ def make_space(table: dict | None) -> dict:
         for key, value in values.items():
             if key not in space[part]:
                 raise ConfigError(f"{where}: unknown key {key!r} (valid: {', '.join(space[part])})")
-            if (part, key) in CHOICES:
+            if key == "ratio_step":
+                if not isinstance(value, (int, float)) or not 0 < value <= 1:
+                    raise ConfigError(f"{where}: ratio_step must be a number in (0, 1], got {value!r}")
+            elif (part, key) in CHOICES:
                 if not isinstance(value, list) or not value or not set(value) <= CHOICES[(part, key)]:
                     raise ConfigError(f"{where}: {key} must be a non-empty list of {sorted(map(str, CHOICES[(part, key)]))}")
             else:
@@ -66,8 +70,8 @@ def suggest(trial, space: dict, train_lr: float) -> list[dict]:
     kind = trial.suggest_categorical("prune", p["kinds"])
     if kind != "none":
         epochs = trial.suggest_int("prune_epochs", *p["finetune_epochs"])
-        step = {"method": "prune", "kind": kind, "ratio": round(trial.suggest_float("prune_ratio", *p["ratio"]), 3),
-                "finetune_epochs": epochs}
+        ratio = trial.suggest_float("prune_ratio", *p["ratio"], step=p.get("ratio_step"))
+        step = {"method": "prune", "kind": kind, "ratio": round(ratio, 3), "finetune_epochs": epochs}
         if epochs:
             step["lr"] = float(f"{train_lr * trial.suggest_float('prune_lr_scale', *p['lr_scale'], log=True):.3g}")
         steps.append(step)
@@ -79,3 +83,20 @@ def suggest(trial, space: dict, train_lr: float) -> list[dict]:
     if scheme != "none":
         steps.append({"method": "quantize", "scheme": scheme})
     return steps
+
+
+def grid(space: dict) -> dict[str, list]:
+    """Every value of every parameter, for Optuna's GridSampler (`sampler = "grid"`): a space
+    with a continuous range needs a `ratio_step`, and lowrank off, lr_scale fixed."""
+    p, low = space["prune"], space["lowrank"]
+    if any(k != "none" for k in p["kinds"]) and not p.get("ratio_step"):
+        raise ConfigError("[search] sampler = \"grid\" needs [search.space.prune] ratio_step (a finite set of ratios)")
+    if True in low["use"]:
+        raise ConfigError("[search] sampler = \"grid\" needs [search.space.lowrank] use = [false]")
+    if p["lr_scale"][0] != p["lr_scale"][1]:
+        raise ConfigError("[search] sampler = \"grid\" needs a fixed [search.space.prune] lr_scale = [x, x]")
+    n = round((p["ratio"][1] - p["ratio"][0]) / p["ratio_step"]) if p.get("ratio_step") else 0
+    out = {"prune": list(p["kinds"]), "prune_epochs": list(range(p["finetune_epochs"][0], p["finetune_epochs"][1] + 1)),
+           "prune_ratio": [round(p["ratio"][0] + i * p["ratio_step"], 6) for i in range(n + 1)] if n or p.get("ratio_step") else [],
+           "prune_lr_scale": [p["lr_scale"][0]], "lowrank": [False], "quantize": list(space["quantize"]["schemes"])}
+    return {k: v for k, v in out.items() if v}

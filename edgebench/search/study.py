@@ -20,13 +20,15 @@ def open_study(run_dir: Path, settings: Settings, log):
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own line per trial says it all
     storage = JournalStorage(JournalFileBackend(str(run_dir / "search.journal")))
-    constraints = lambda t: t.user_attrs.get("constraints", [1.0])  # noqa: E731 - unmeasured: infeasible
-    if len(settings.minimize) == 1:
+    if settings.sampler == "grid":
+        from edgebench.search.space import grid, make_space
+
+        sampler = optuna.samplers.GridSampler(grid(make_space(settings.space)), seed=settings.seed)
+    elif len(settings.minimize) == 1:
         startup = max(4, min(10, (settings.trials or 30) // 4))
-        sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup, constraints_func=constraints)
+        sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup)
     else:
-        sampler = optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=max(4, min(20, (settings.trials or 40) // 4)),
-                                                constraints_func=constraints)
+        sampler = optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=max(4, min(20, (settings.trials or 40) // 4)))
     study = optuna.create_study(storage=storage, sampler=sampler, study_name=STUDY, load_if_exists=True,
                                 directions=["minimize"] * len(settings.minimize))
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
@@ -122,9 +124,10 @@ class Search:
         base_acc = self.base_record.get("accuracy") or 0.0
         drop = (base_acc - (record.get("accuracy") or 0.0)) * 100
         constraints = []
-        for path, limit in self.settings.budgets().values():
+        for name, (path, limit) in self.settings.budgets().items():
             value = drop if path is None else metric(record, path)
             constraints.append(float("inf") if value is None else value - limit)
+            trial.set_constraint(name, constraints[-1])  # the samplers steer by these (Optuna >= 5)
         trial.set_user_attr("constraints", constraints)
         trial.set_user_attr("variant", record["variant"])
         trial.set_user_attr("accuracy_drop_pt", round(drop, 3))

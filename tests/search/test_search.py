@@ -128,3 +128,17 @@ schemes = ["none"]
     assert out["best"] is None and out["pruned_before_export"] == 3 and out["device_trials"] == 0
     run_dir = Path(out["run_dir"])
     assert not list(run_dir.glob("variants/trial-*/model.onnx"))
+
+
+def test_a_grid_space_lists_every_point_and_an_open_one_is_refused():
+    from edgebench.errors import ConfigError
+    from edgebench.search.space import grid, make_space
+
+    space = make_space({"prune": {"kinds": ["structured"], "ratio": [0.25, 0.75], "ratio_step": 0.25,
+                                  "finetune_epochs": [1, 2], "lr_scale": [1.0, 1.0]},
+                        "lowrank": {"use": [False]}, "quantize": {"schemes": ["none", "fp16", "int8_static"]}})
+    points = grid(space)
+    assert points["prune_ratio"] == [0.25, 0.5, 0.75] and points["prune_epochs"] == [1, 2]
+    assert len(points["quantize"]) * len(points["prune_ratio"]) * len(points["prune_epochs"]) == 18
+    with pytest.raises(ConfigError, match="ratio_step"):
+        grid(make_space({}))
