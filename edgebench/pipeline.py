@@ -141,6 +141,9 @@ def run_experiment(
             if pool_targets is not None:
                 from edgebench.pool.measure import measure_with_pool
 
+                if exp.run.profile:
+                    log("[run] profile: not taken through the pool yet; run `edgebench profile RUN_DIR` "
+                        "with the board's profile after the run")
                 measure_with_pool(pool, exp, pool_targets, variants, run_dir, run_id, log)
             else:
                 measure_all(exp, profiles, variants, run_dir, run_id, log)

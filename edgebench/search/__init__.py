@@ -39,6 +39,7 @@ class Settings:
     minimize: tuple[str, ...] = ("latency",)
     trials: int | None = 40
     max_minutes: float | None = None
+    max_device_trials: int | None = None  # stop once this many trials were measured on the device
     seed: int = 0
     space: dict = field(default_factory=dict)
     sampler: str = "auto"  # "auto": TPE (one objective) or NSGA-II; "grid": every point of a finite space
@@ -55,7 +56,7 @@ class Settings:
             raise ConfigError("give --trials N and/or --max-minutes M")
         if self.trials is not None and self.trials < 1:
             raise ConfigError("--trials must be >= 1")
-        for name in ("max_size", "max_p90_ms", "max_rss_mb", "max_minutes"):
+        for name in ("max_size", "max_p90_ms", "max_rss_mb", "max_minutes", "max_device_trials"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")

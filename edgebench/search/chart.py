@@ -20,7 +20,8 @@ def draw_search(study, result: dict, base_record: dict, path: Path) -> Path | No
 
     objective = result["minimize"][0]
     scale = 1 / 1024 if objective == "size" else 1.0
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and "pruned_before_export" not in t.user_attrs]
     if not done:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))

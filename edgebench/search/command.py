@@ -11,7 +11,7 @@ from edgebench.errors import ConfigError, EdgebenchError
 
 HELP = "search compression chains for the best variant within budgets, measured on the target"
 KEYS = ("target", "runtime", "max_drop", "max_size", "max_p90_ms", "max_rss_mb", "minimize", "trials", "max_minutes",
-        "seed", "space", "sampler")
+        "max_device_trials", "seed", "space", "sampler")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minimize", help="latency, size or energy; several comma-separated: a Pareto set")
     p.add_argument("--trials", type=int, help="trials to run (default 40)")
     p.add_argument("--max-minutes", type=float, help="stop starting trials after this long")
+    p.add_argument("--max-device-trials", type=int, metavar="N",
+                   help="stop once N trials were measured on the device (pruned and reused trials cost none)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for run folders (default: results)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a killed search's study")
 
@@ -137,7 +139,7 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
             study = open_study(run_dir, settings, log)
             remaining = None if settings.trials is None else max(0, settings.trials - len(study.trials))
             if remaining != 0:
-                study.optimize(search.objective, n_trials=remaining, catch=(RuntimeError,),
+                study.optimize(search.objective, n_trials=remaining, catch=(RuntimeError,), callbacks=[search.enough],
                                timeout=settings.max_minutes * 60 if settings.max_minutes else None)
             result = summary(study, search, run_dir)  # re-measures the top candidates: the target is still open
         finally:

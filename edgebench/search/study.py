@@ -72,7 +72,6 @@ class Search:
         return record
 
     def objective(self, trial):
-        import optuna
 
         from edgebench.config import Variant, parse_step
         from edgebench.variants import build_variant
@@ -102,7 +101,7 @@ class Search:
         trial.set_user_attr("build_s", round(time.perf_counter() - started, 2))
         if built.info.get("pruned"):
             self.log(f"trial {trial.number}: {_chain(steps)}: pruned before export: {built.info['pruned']}")
-            raise optuna.TrialPruned(built.info["pruned"])
+            return self._unmeasured(trial, built.info)
         if built.error:
             self.log(f"trial {trial.number}: {_chain(steps)}: {built.error}")
             raise RuntimeError(built.error)  # a failed trial (Optuna records it), the search goes on
@@ -134,6 +133,28 @@ class Search:
         self.log("confirming the fastest within budgets, measured again together: "
                  + ", ".join(f"{n} {p:.4g} ms" for n, p in out.items()))
         return out
+
+    def enough(self, study, _trial) -> None:
+        """Optuna callback: stop at `max_device_trials` trials measured on the device."""
+        limit = self.settings.max_device_trials
+        if limit and sum("device_s" in t.user_attrs for t in study.get_trials(deepcopy=False)) >= limit:
+            self.log(f"search: {limit} trials measured on the device (--max-device-trials): stopping")
+            study.stop()
+
+    def _unmeasured(self, trial, info: dict):
+        """A trial pruned before export still teaches the sampler where the budget breaks: it
+        completes as infeasible (its drop budget violated by the torch accuracy's margin), with
+        the baseline's value as a placeholder objective that no summary or chart reads."""
+        drop = (self.base_torch - info["torch_accuracy"]) * 100
+        violation = drop - self.settings.max_drop
+        trial.set_user_attr("pruned_before_export", info["pruned"])
+        trial.set_user_attr("accuracy_drop_pt", round(drop, 3))
+        trial.set_user_attr("constraints", [violation])
+        trial.set_constraint("accuracy_drop_pt", violation)
+        for name, _budget in list(self.settings.budgets().items())[1:]:
+            trial.set_constraint(name, 0.0)  # not measured: only the accuracy budget is known to break
+        values = [metric(self.base_record, OBJECTIVES[m]) for m in self.settings.minimize]
+        return values[0] if len(values) == 1 else values
 
     def _measured(self, signature: str) -> dict | None:
         if signature == "[]":
@@ -188,7 +209,8 @@ def summary(study, search: Search, run_dir: Path) -> dict:
     """{run_dir, best, pareto, trials, device_trials, device_seconds}, best kept, not first."""
     import optuna
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and "pruned_before_export" not in t.user_attrs]
     feasible = [t for t in done if all(c <= 0 for c in t.user_attrs.get("constraints", [1.0]))]
     by_variant = {r["variant"]: r for r in search.records.records if r["status"] == "ok"}
     pareto = _pareto(feasible)
@@ -204,7 +226,7 @@ def summary(study, search: Search, run_dir: Path) -> dict:
         "confirmed_p50_ms": confirmed,
         "pareto": [_describe(t, by_variant, search.settings) for t in pareto],
         "trials": len(study.get_trials(deepcopy=False)),
-        "pruned_before_export": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.get_trials(deepcopy=False)),
+        "pruned_before_export": sum("pruned_before_export" in t.user_attrs for t in study.get_trials(deepcopy=False)),
         "device_trials": len(measured),
         "device_seconds": round(sum(t.user_attrs["device_s"] for t in measured) + (search.base_record or {}).get("measure_s", 0.0), 2),
         "baseline": {"p50_ms": metric(search.base_record, ("latency_ms", "p50")),

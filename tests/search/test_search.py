@@ -142,3 +142,14 @@ def test_a_grid_space_lists_every_point_and_an_open_one_is_refused():
     assert len(points["quantize"]) * len(points["prune_ratio"]) * len(points["prune_epochs"]) == 18
     with pytest.raises(ConfigError, match="ratio_step"):
         grid(make_space({}))
+
+
+@pytest.mark.slow
+def test_max_device_trials_stops_the_search_there(tmp_path):
+    exp = write_experiment(tmp_path, variants=SPACE)
+    proc = _search(exp, "--trials", "12", "--max-device-trials", "2", "--max-drop", "50", "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["device_trials"] == 2 and out["trials"] < 12
+    records = [json.loads(x) for x in (Path(out["run_dir"]) / "records.jsonl").read_text().splitlines()]
+    assert sum(1 for r in records if r.get("trial") is not None) == 2
