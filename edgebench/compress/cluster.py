@@ -36,7 +36,7 @@ from edgebench.errors import StepError
 class Cluster:
     bits: int = 4  # 2^bits shared values per layer
     finetune_epochs: int = 1
-    lr: float | None = None  # default: a tenth of [train] lr
+    lr: float | None = None  # default: [train] lr (see `edgebench.train.finetune`)
 
     def __post_init__(self):
         require(2 <= self.bits <= 8, f"bits = {self.bits}: must be between 2 and 8")
@@ -56,15 +56,18 @@ class Cluster:
             )
         clustered = [cluster_layer(m, self.bits, seed=ctx.seed + i) for i, m in enumerate(layers)]
         if self.finetune_epochs > 0:
-            from edgebench.train import fit
+            from edgebench.train import finetune
 
             def snap() -> None:
                 for layer in clustered:
                     layer.snap(train_centroids=True)
 
-            lr = self.lr if self.lr is not None else ctx.train.lr / 10
-            fit(model, ctx.data, ctx.train, epochs=self.finetune_epochs, lr=lr, seed=ctx.seed,
-                after_step=snap, log=ctx.log, label="cluster fine-tune")  # fmt: skip
+            # The [train] optimizer and lr with the fine-tune schedule, as `prune` does: a tenth
+            # of the lr with a fresh cosine to 0 (the earlier default) recovered less from 3-bit
+            # clustering on benchmarks/prune_vs_reference.py's Adam-trained models (0.9-2.3
+            # points, 1 epoch).
+            finetune(model, ctx.data, ctx.train, self.finetune_epochs, lr=self.lr, seed=ctx.seed,
+                     after_step=snap, log=ctx.log, label="cluster fine-tune")  # fmt: skip
         for layer in clustered:
             layer.snap(train_centroids=False)
         ctx.notes.update(codebook_stats(model, clustered, self.bits))

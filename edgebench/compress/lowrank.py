@@ -40,7 +40,7 @@ class LowRank:
     mode: str = "tucker2"  # for k×k convs
     min_params: int = 1024  # smaller layers are not worth the extra layer
     finetune_epochs: int = 4
-    lr: float | None = None  # default: a fifth of [train] lr
+    lr: float | None = None  # default: [train] lr (see `edgebench.train.finetune`)
 
     def __post_init__(self):
         choice(self.mode, MODES, "mode")
@@ -55,11 +55,13 @@ class LowRank:
         model, ranks = factorize(model, self.ratio, self.energy, self.mode, self.min_params)
         ctx.notes["lowrank_ranks"] = ranks
         if self.finetune_epochs:
-            from edgebench.train import fit
+            # The [train] optimizer and lr with the fine-tune schedule, as `prune` does: a fifth
+            # of the lr with a fresh cosine to 0 (the earlier default) recovered less on
+            # benchmarks/prune_vs_reference.py's models in 5 of 6 cases (ratio 0.5, 4 epochs).
+            from edgebench.train import finetune
 
-            lr = self.lr if self.lr is not None else ctx.train.lr / 5
-            fit(model, ctx.data, ctx.train, epochs=self.finetune_epochs, lr=lr, seed=ctx.seed,
-                log=ctx.log, label="lowrank finetune")  # fmt: skip
+            finetune(model, ctx.data, ctx.train, self.finetune_epochs, lr=self.lr, seed=ctx.seed,
+                     log=ctx.log, label="lowrank finetune")  # fmt: skip
         return model
 
 
