@@ -46,6 +46,7 @@ ratio = [0.25, 0.75]
 ratio_step = 0.25
 finetune_epochs = [1, 2]
 lr_scale = [1.0, 1.0]
+skip_sensitive = [false]
 [search.space.lowrank]
 use = [false]
 [search.space.quantize]

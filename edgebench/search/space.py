@@ -10,6 +10,8 @@ small CNNs; a `[search.space]` table narrows or widens it:
     ratio_step = 0.1                          # optional: only these ratios (a grid)
     finetune_epochs = [1, 4]
     lr_scale = [0.2, 1.0]                     # fine-tune lr = lr_scale x [train] lr (log scale)
+    skip_sensitive = [false, 0.05]            # layer sensitivity bounds the ratios: leave dense each
+                                              # layer whose pruning alone changes > 5% of predictions
     [search.space.lowrank]
     use = [false, true]
     ratio = [0.3, 0.8]
@@ -25,7 +27,7 @@ from edgebench.errors import ConfigError
 
 DEFAULT_SPACE: dict = {
     "prune": {"kinds": ["none", "structured", "unstructured"], "ratio": [0.2, 0.8], "ratio_step": None,
-              "finetune_epochs": [1, 4], "lr_scale": [0.2, 1.0]},
+              "finetune_epochs": [1, 4], "lr_scale": [0.2, 1.0], "skip_sensitive": [False, 0.05]},
     "lowrank": {"use": [False, True], "ratio": [0.3, 0.8], "finetune_epochs": [1, 4]},
     "quantize": {"schemes": ["none", "fp16", "int8_static", "int8_dynamic"]},
 }
@@ -48,7 +50,11 @@ def make_space(table: dict | None) -> dict:
         for key, value in values.items():
             if key not in space[part]:
                 raise ConfigError(f"{where}: unknown key {key!r} (valid: {', '.join(space[part])})")
-            if key == "ratio_step":
+            if key == "skip_sensitive":
+                if not isinstance(value, list) or not value or not all(
+                        v is False or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1) for v in value):
+                    raise ConfigError(f"{where}: skip_sensitive must be a list of false and shares in (0, 1], got {value!r}")
+            elif key == "ratio_step":
                 if not isinstance(value, (int, float)) or not 0 < value <= 1:
                     raise ConfigError(f"{where}: ratio_step must be a number in (0, 1], got {value!r}")
             elif (part, key) in CHOICES:
@@ -72,6 +78,9 @@ def suggest(trial, space: dict, train_lr: float) -> list[dict]:
         epochs = trial.suggest_int("prune_epochs", *p["finetune_epochs"])
         ratio = trial.suggest_float("prune_ratio", *p["ratio"], step=p.get("ratio_step"))
         step = {"method": "prune", "kind": kind, "ratio": round(ratio, 3), "finetune_epochs": epochs}
+        sensitive = trial.suggest_categorical("prune_skip_sensitive", p["skip_sensitive"])
+        if sensitive is not False:
+            step["skip_sensitive"] = float(sensitive)
         if epochs:
             step["lr"] = float(f"{train_lr * trial.suggest_float('prune_lr_scale', *p['lr_scale'], log=True):.3g}")
         steps.append(step)
@@ -98,5 +107,6 @@ def grid(space: dict) -> dict[str, list]:
     n = round((p["ratio"][1] - p["ratio"][0]) / p["ratio_step"]) if p.get("ratio_step") else 0
     out = {"prune": list(p["kinds"]), "prune_epochs": list(range(p["finetune_epochs"][0], p["finetune_epochs"][1] + 1)),
            "prune_ratio": [round(p["ratio"][0] + i * p["ratio_step"], 6) for i in range(n + 1)] if n or p.get("ratio_step") else [],
-           "prune_lr_scale": [p["lr_scale"][0]], "lowrank": [False], "quantize": list(space["quantize"]["schemes"])}
+           "prune_lr_scale": [p["lr_scale"][0]], "prune_skip_sensitive": list(p["skip_sensitive"]), "lowrank": [False],
+           "quantize": list(space["quantize"]["schemes"])}
     return {k: v for k, v in out.items() if v}

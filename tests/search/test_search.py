@@ -24,6 +24,7 @@ SPACE = """
 kinds = ["none", "structured", "unstructured"]
 ratio = [0.2, 0.6]
 finetune_epochs = [0, 1]
+skip_sensitive = [false]
 [search.space.lowrank]
 use = [false]
 [search.space.quantize]
@@ -117,6 +118,7 @@ def test_trials_that_break_the_budget_in_torch_are_never_exported(tmp_path):
 kinds = ["structured"]
 ratio = [0.9, 0.95]
 finetune_epochs = [0, 0]
+skip_sensitive = [false]
 [search.space.lowrank]
 use = [false]
 [search.space.quantize]
@@ -135,13 +137,15 @@ def test_a_grid_space_lists_every_point_and_an_open_one_is_refused():
     from edgebench.search.space import grid, make_space
 
     space = make_space({"prune": {"kinds": ["structured"], "ratio": [0.25, 0.75], "ratio_step": 0.25,
-                                  "finetune_epochs": [1, 2], "lr_scale": [1.0, 1.0]},
+                                  "finetune_epochs": [1, 2], "lr_scale": [1.0, 1.0], "skip_sensitive": [False]},
                         "lowrank": {"use": [False]}, "quantize": {"schemes": ["none", "fp16", "int8_static"]}})
     points = grid(space)
     assert points["prune_ratio"] == [0.25, 0.5, 0.75] and points["prune_epochs"] == [1, 2]
     assert len(points["quantize"]) * len(points["prune_ratio"]) * len(points["prune_epochs"]) == 18
     with pytest.raises(ConfigError, match="ratio_step"):
         grid(make_space({}))
+    with pytest.raises(ConfigError, match="skip_sensitive must be a list of false and shares"):
+        make_space({"prune": {"skip_sensitive": [2]}})
 
 
 @pytest.mark.slow
