@@ -22,6 +22,8 @@ from edgebench.analyze import KEY, read_records
 from edgebench.errors import EdgebenchError
 
 BASELINE_KIND = "edgebench-baseline"
+# A round's labels beside its statistics: where and when it ran (a pool's board, the timed window).
+ROUND_LABELS = ("measured_at", "board")
 BASELINE_SCHEMA = 2  # 2: error records, latency_rounds, n_eval, threads, versions; 1 still loads
 FOOTPRINT = ("size_bytes", "params", "macs")
 NUMBERS = (*FOOTPRINT, "size_gzip_bytes", "accuracy", "n_eval", "agreement")
@@ -149,7 +151,7 @@ def validate_entry(entry: dict, where: str) -> None:
             raise bad(f"latency_ms.{key}", value, "a number")
     rounds = entry.get("latency_rounds")
     if rounds is not None and not (isinstance(rounds, list) and all(
-            isinstance(r, dict) and all(numeric(v) for v in r.values()) for r in rounds)):
+            isinstance(r, dict) and all(numeric(v) for k, v in r.items() if k not in ROUND_LABELS) for r in rounds)):
         raise bad("latency_rounds", rounds, "a list of per-round statistics")
     samples = entry.get("latency_samples_ms")
     if samples is not None and not (isinstance(samples, list) and all(numeric(s) for s in samples)):

@@ -102,11 +102,15 @@ def test_a_search_measures_trials_as_records_and_resumes_after_a_kill(tmp_path):
     best = out["best"]
     assert best["metrics"]["accuracy_drop_pt"] <= 3 and best["margins"]["accuracy_drop_pt"] >= 0
     base = records[0]
-    within = [r["latency_ms"]["p50"] for r in records
-              if r.get("trial") is not None and r["status"] == "ok" and (base["accuracy"] - r["accuracy"]) * 100 <= 3]
-    # The fastest measured within the budget (a trial, or the baseline when a trial asked for no compression).
-    assert best["metrics"]["p50_ms"] in {*within, base["latency_ms"]["p50"]}
-    assert not within or best["metrics"]["p50_ms"] <= min(within)
+    within = sorted(r["latency_ms"]["p50"] for r in records
+                    if r.get("trial") is not None and r["status"] == "ok" and (base["accuracy"] - r["accuracy"]) * 100 <= 3)
+    confirmed = out["confirmed_p50_ms"]
+    if confirmed:  # the top three within budget measured again with the baseline; the best is theirs
+        assert "baseline" in confirmed and best["variant"] in confirmed
+        assert confirmed[best["variant"]] == min(v for k, v in confirmed.items() if k != "baseline")
+        assert best["metrics"]["p50_ms"] in within[:3] or best["variant"] == "baseline"
+    else:  # fewer than two candidates: the fastest measured within the budget
+        assert best["metrics"]["p50_ms"] in {*within[:1], base["latency_ms"]["p50"]}
     assert (run_dir / "plots" / "search.png").is_file() and (run_dir / "report.html").is_file()
     assert json.loads((run_dir / "search.json").read_text())["trials"] == 7
 
