@@ -23,6 +23,7 @@ import numpy as np
 
 LOST_GRACE_S = 10.0  # a token with no live worker this long: its queued jobs are lost
 STATUS_EVERY_S = 15.0
+CHECK_EVERY_S = 1.0  # how often the client looks for tokens no live worker holds
 
 
 def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, log):
@@ -97,7 +98,7 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
     done = as_completed(list(futures.values()), with_results=False)
     lost_since: dict[str, float] = {}
     finished: dict[str, int] = defaultdict(int)  # rounds answered per target
-    last_status = time.monotonic()
+    last_status = last_check = time.monotonic()
     while futures:
         batch = done.next_batch(block=False) if hasattr(done, "next_batch") else []
         for fut in batch:
@@ -125,8 +126,11 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
             if len(results[key]) == expected[key]:
                 finish(key, options)
         if not batch:
-            time.sleep(0.2)
+            time.sleep(0.1)
         now = time.monotonic()
+        if now - last_check < CHECK_EVERY_S:
+            continue
+        last_check = now  # asking the scheduler for its workers is an RPC: not on every wake-up
         alive = {r for w in pool.workers().values() for r, n in w["resources"].items() if n}
         for fkey, fut in list(futures.items()):
             key, t, options, index, _job = meta[fkey]
