@@ -148,7 +148,7 @@ def _cell(row: Any, column: str, scale: float | None, digits: int, sort: str | N
 
 def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[Path]:
     """Write records.csv, plots/, report.html and report.md into `run_dir`; return their paths."""
-    from edgebench.analyze.boards import boards_html, boards_markdown
+    from edgebench.analyze.boards import boards_html, boards_markdown, search_markdown
     from edgebench.analyze.plots import write_plots
     from edgebench.analyze.profile_chart import (
         draw_profiles,
@@ -167,6 +167,8 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
     profiles = load_profiles(run)  # written by `edgebench profile`, if it ran
     chart = draw_profiles(profiles, run / "plots" / "profile.png", str(run_id)) if profiles else None
     plots += [chart] if chart else []
+    if (run / "plots" / "search.png").is_file():  # drawn by `edgebench search`
+        plots.append(run / "plots" / "search.png")
     for p in plots:
         log(f"wrote {p} (+ .svg)")
     from edgebench.records import latest, read_records
@@ -176,7 +178,7 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
     html_path.write_text(render_html(df, manifest, plots, str(run_id),
                                      [*boards_html(records, manifest), *profile_html(profiles)]), encoding="utf-8")
     md_path = run / "report.md"
-    md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run),
+    md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run), *search_markdown(run),
                                   *boards_markdown(records, manifest), *profile_markdown(profiles)]), encoding="utf-8")
     log(f"wrote {html_path}\nwrote {md_path}")
     return [*paths, *plots, html_path, md_path]

@@ -79,6 +79,7 @@ def draw_search(study, result: dict, base_record: dict, path: Path) -> Path | No
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    fig.savefig(path.with_suffix(".svg"))
     plt.close(fig)
     return path
 

@@ -145,7 +145,10 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
         finally:
             target.close()
     (run_dir / "search.json").write_text(json.dumps(result, indent=1))
-    update_manifest(run_dir, search_result={k: result[k] for k in ("trials", "device_trials", "device_seconds")})
+    import datetime as dt
+
+    update_manifest(run_dir, search_result={k: result[k] for k in ("trials", "device_trials", "device_seconds")},
+                    finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     from edgebench.analyze.report import write_reports
     from edgebench.search.chart import draw_search
 
