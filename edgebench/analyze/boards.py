@@ -1,6 +1,5 @@
 """The pool's boards in the report: the board-to-board spread of each variant measured on a
-device class (its rounds ran on several boards), and the boards taken out of the pool; and a
-search run's result (search.json).
+device class (its rounds ran on several boards), and the boards taken out of the pool.
 
 Real fleets differ by more than one board's noise (clock, cooling, firmware): next to each
 variant the report shows each board's median round p50 and the slowest/fastest ratio.
@@ -66,19 +65,3 @@ def boards_html(records: list[dict], manifest: dict) -> list[str]:
     out += [f"<p>{e(line)}</p>" for line in removed]
     return out
 
-
-def search_markdown(run) -> list[str]:
-    """A search run's result in report.md (from search.json): the best and what it cost."""
-    import json
-    from pathlib import Path
-
-    path = Path(run) / "search.json"
-    if not path.is_file():
-        return []
-    out = json.loads(path.read_text())
-    lines = ["### Search", "", f"{out['trials']} trials, {out['device_trials']} measured on the device "
-             f"({out['device_seconds']:.1f} s), {out.get('pruned_before_export', 0)} pruned before export; budgets "
-             + ", ".join(f"{k} {v:g}" for k, v in out["budgets"].items()) + f"; minimize {', '.join(out['minimize'])}.", ""]
-    best = out.get("best")
-    lines.append(f"Best within budgets: **{best['variant']}** — {best['chain']}" if best else "No trial met the budgets.")
-    return [*lines, ""]

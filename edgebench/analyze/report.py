@@ -148,7 +148,7 @@ def _cell(row: Any, column: str, scale: float | None, digits: int, sort: str | N
 
 def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[Path]:
     """Write records.csv, plots/, report.html and report.md into `run_dir`; return their paths."""
-    from edgebench.analyze.boards import boards_html, boards_markdown, search_markdown
+    from edgebench.analyze.boards import boards_html, boards_markdown
     from edgebench.analyze.plots import write_plots
     from edgebench.analyze.profile_chart import (
         draw_profiles,
@@ -156,6 +156,7 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
         profile_html,
         profile_markdown,
     )
+    from edgebench.search.section import search_markdown
 
     run = Path(run_dir).expanduser()
     df = prepare(load(run))

@@ -212,9 +212,9 @@ def measure_pair(call_a, call_b, warmup: int, min_runs: int, min_seconds: float,
     return [s / 1e6 for s in samples[0]], [s / 1e6 for s in samples[1]]
 
 
-def run_pair(args: argparse.Namespace) -> dict:
-    """`--compare-model`: the latency of two artifacts on one runtime, interleaved in this
-    process (the regression gate's A/B). No accuracy pass, no memory phases."""
+def _numpy_and_runtime(args: argparse.Namespace):
+    """Threads pinned, numpy and the runtime imported (Unavailable when either is missing):
+    what the pair and profile modes do before opening a model."""
     _pin_threads(args.threads)
     try:
         import numpy as np
@@ -222,6 +222,13 @@ def run_pair(args: argparse.Namespace) -> dict:
         raise Unavailable("numpy is not installed (pip install numpy)") from exc
     adapter = load_adapter(args.runtime)
     import_runtime(adapter)
+    return np, adapter
+
+
+def run_pair(args: argparse.Namespace) -> dict:
+    """`--compare-model`: the latency of two artifacts on one runtime, interleaved in this
+    process (the regression gate's A/B). No accuracy pass, no memory phases."""
+    np, adapter = _numpy_and_runtime(args)
     options = _options(args.runtime_option)
     model_a = open_model(adapter, args.model, args.threads, options)
     model_b = open_model(adapter, args.compare_model, args.threads, options)
@@ -324,13 +331,7 @@ def run_profile(args: argparse.Namespace) -> dict:
     """`--profile-runs N`: per-node time on the first input (the adapter's `profile`: warm-up
     runs dropped, N measured). No accuracy pass, no timing loop: profiling inflates the total,
     so the host scales the nodes' shares to a clean p50."""
-    _pin_threads(args.threads)
-    try:
-        import numpy as np
-    except ImportError as exc:
-        raise Unavailable("numpy is not installed (pip install numpy)") from exc
-    adapter = load_adapter(args.runtime)
-    import_runtime(adapter)
+    np, adapter = _numpy_and_runtime(args)
     why = profile_unavailable(adapter, args.runtime)
     if why:
         raise Unavailable(why)

@@ -48,7 +48,7 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
 
     plan = [(t, rt) for t in targets for rt in exp.run.runtimes if rt in t.profile.runtimes]
     futures, meta, results = {}, {}, defaultdict(list)
-    expected, blobs = {}, {}
+    expected, blobs, missing = {}, {}, []
     for t, rt in plan:
         options = base.for_target(t.profile)
         todo = [v for v in variants if (v.name, t.name, rt) not in records.done]
@@ -57,9 +57,10 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
                 artifact, why = v.artifact(format_of(rt))
                 key = (v.name, t.name, rt)
                 if artifact is None:
-                    if index == 0:
+                    if index == 0:  # nothing to measure: its error record is made below
                         results[key].append((0, {"status": "error", "error": why, "measure_s": 0.0}))
                         expected[key] = 1
+                        missing.append((key, options))
                     continue
                 expected[key] = options.rounds
                 if artifact not in blobs:
@@ -93,14 +94,14 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
                 held.remove(args)
                 finish(*args)
 
-    for key in [k for k, n in expected.items() if n == 1 and results.get(k) and results[k][0][1]["status"] == "error"]:
-        finish(key, base)
+    for key, options in missing:
+        finish(key, options)
     done = as_completed(list(futures.values()), with_results=False)
     lost_since: dict[str, float] = {}
     finished: dict[str, int] = defaultdict(int)  # rounds answered per target
     last_status = last_check = time.monotonic()
     while futures:
-        batch = done.next_batch(block=False) if hasattr(done, "next_batch") else []
+        batch = done.next_batch(block=False)
         for fut in batch:
             key, t, options, index, job = meta.pop(fut.key)
             futures.pop(fut.key, None)

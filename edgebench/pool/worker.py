@@ -13,8 +13,6 @@ unreachable device exits 2 here, not in the middle of a run.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 from edgebench.errors import ConfigError, TargetError
 
@@ -56,11 +54,16 @@ def main(args: argparse.Namespace) -> int:
     board = {"name": name, "class": board_class, "profile": profile}
     print(f"worker for board {name} (class {board_class}, runtimes {', '.join(profile.runtimes)}) "
           f"joining {args.scheduler}", flush=True)
+    import asyncio
+
     asyncio.run(_serve(args.scheduler, board, resources(name, board_class, args.cpu)))
     return 0
 
 
 async def _serve(address: str, board: dict, tokens: dict[str, float]) -> None:
+    import asyncio
+    import signal
+
     from distributed import Worker
 
     async with Worker(address, nthreads=1, resources=tokens, name=board["name"],

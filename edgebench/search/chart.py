@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgebench.search import OBJECTIVES
+from edgebench.search import OBJECTIVES, metric
 
 UNITS = {"latency": "p50 ms", "size": "size KB", "energy": "energy mJ"}
 
@@ -41,7 +41,7 @@ def draw_search(study, result: dict, base_record: dict, path: Path) -> Path | No
             steps_y.append(best)
     if steps_x:
         ax1.step(steps_x, steps_y, where="post", color="tab:green", label="best so far")
-    base = _value(base_record, objective) * scale
+    base = (metric(base_record, OBJECTIVES[objective]) or float("nan")) * scale
     ax1.axhline(base, color="black", ls=":", lw=1, label=f"baseline {base:.4g}")
     ax1.set_xlabel("trial")
     ax1.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -83,8 +83,3 @@ def draw_search(study, result: dict, base_record: dict, path: Path) -> Path | No
     plt.close(fig)
     return path
 
-
-def _value(record: dict, objective: str) -> float:
-    key, sub = OBJECTIVES[objective]
-    value = record.get(key)
-    return float(value[sub] if sub else value) if value is not None else float("nan")

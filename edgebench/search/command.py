@@ -99,6 +99,7 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
         removed_if_nothing_measured,
     )
     from edgebench.records import update_manifest, write_manifest
+    from edgebench.runtimes import format_of
     from edgebench.search.study import Search, open_study, settings_dict, summary
     from edgebench.targets import load_targets, open_target
     from edgebench.variants import build_variant, load_variant
@@ -122,7 +123,7 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
         try:
             search = Search(exp, settings, data, baseline, target, profile, run_dir, run_id, log)
             base = load_variant(run_dir, "baseline") or build_variant(
-                exp, Variant("baseline"), baseline, data, run_dir, {_fmt(settings.runtime)}, log)
+                exp, Variant("baseline"), baseline, data, run_dir, {format_of(settings.runtime)}, log)
             search.base_torch = base.info["torch_accuracy"]
             key = ("baseline", profile.name, settings.runtime)
             search.base_record = next((r for r in search.records.records if (r["variant"], r["target"], r["runtime"]) == key
@@ -162,12 +163,6 @@ def _optuna() -> None:
 
     if importlib.util.find_spec("optuna") is None:
         raise ConfigError("edgebench search needs Optuna: pip install 'edgebench[search]'")
-
-
-def _fmt(runtime: str) -> str:
-    from edgebench.runtimes import format_of
-
-    return format_of(runtime)
 
 
 def render(out: dict) -> str:

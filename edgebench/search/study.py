@@ -74,6 +74,7 @@ class Search:
     def objective(self, trial):
 
         from edgebench.config import Variant, parse_step
+        from edgebench.runtimes import format_of
         from edgebench.variants import build_variant
 
         steps = suggest(trial, self.space, self.exp.train.lr)
@@ -97,7 +98,7 @@ class Search:
 
         started = time.perf_counter()
         built = build_variant(self.exp, variant, self.baseline, self.data, self.run_dir,
-                              {_format(self.settings.runtime)}, lambda _m: None, keep=keep)
+                              {format_of(self.settings.runtime)}, lambda _m: None, keep=keep)
         trial.set_user_attr("build_s", round(time.perf_counter() - started, 2))
         if built.info.get("pruned"):
             self.log(f"trial {trial.number}: {_chain(steps)}: pruned before export: {built.info['pruned']}")
@@ -187,12 +188,6 @@ def measure_rounds_quiet(variants: list, search: Search):
 
     return measure_rounds(variants, search.target, search.settings.runtime, search.options, search.run_dir,
                           lambda _m: None)
-
-
-def _format(runtime: str) -> str:
-    from edgebench.runtimes import format_of
-
-    return format_of(runtime)
 
 
 def _chain(steps: list[dict]) -> str:

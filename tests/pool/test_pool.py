@@ -155,7 +155,8 @@ def test_a_six_variant_run_through_the_pool_survives_a_killed_worker(pool, tmp_p
 
 
 def test_a_class_target_spreads_rounds_over_its_boards(pool, tmp_path):
-    pool["start_worker"]("pi-a") if pool["workers"]["pi-a"].poll() is not None else None
+    if pool["workers"]["pi-a"].poll() is not None:  # killed by the test before: back in the pool
+        pool["start_worker"]("pi-a")
     _wait_for_workers(pool["address"], 2)
     exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["loop"]\nrounds = 4'})
     run = subprocess.run([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(tmp_path / "runs"), "--json"],

@@ -112,6 +112,7 @@ def test_a_search_measures_trials_as_records_and_resumes_after_a_kill(tmp_path):
     else:  # fewer than two candidates: the fastest measured within the budget
         assert best["metrics"]["p50_ms"] in {*within[:1], base["latency_ms"]["p50"]}
     assert (run_dir / "plots" / "search.png").is_file() and (run_dir / "report.html").is_file()
+    assert f"Best within budgets: **{best['variant']}**" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "search.json").read_text())["trials"] == 7
 
 
