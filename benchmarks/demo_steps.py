@@ -62,6 +62,14 @@ def main() -> int:
     for r in [header, *rows]:
         print("  ".join((c if isinstance(c, str) else f"{c:.1f}").rjust(w) for c, w in zip(r, widths)))
     print(f"\nbaseline training (or cache load): {manifest.get('baseline_s', 0):.1f} s")
+    # Moved here from tests/test_demo.py: a p50 ratio holds on a quiet machine only (slim50's
+    # onnxruntime p50 came out 0.50x quiet, up to 0.83x with a neighbour on the cores).
+    p50 = {(r["variant"], r["runtime"]): r["latency_ms"]["p50"] for r in map(json.loads,
+           (run_dir / "records.jsonl").read_text().splitlines()) if r.get("status") == "ok"}
+    for runtime in ("onnxruntime", "tflite"):
+        if ("slim50", runtime) in p50 and ("baseline", runtime) in p50:
+            print(f"slim50 p50 / baseline p50 on {runtime}: {p50['slim50', runtime] / p50['baseline', runtime]:.2f} "
+                  "(target at most 0.85 on a quiet machine)")
     if wall is not None:
         print(f"whole demo, wall clock: {wall:.1f} s (budget {BUDGET_S:.0f} s)")
         load_after = os.getloadavg()

@@ -8,6 +8,8 @@ and was not. So after export the artifact's graph is read and every record carri
 
 - ``compute_precision``: one of
     ``"fp32"``          every conv/matmul op computes in float32 (whatever the weights are stored in);
+    ``"bf16"``          every conv/matmul op computes in bfloat16 (OpenVINO's default for fp32
+                        models on x86 CPUs with AVX-512 BF16 or AMX: "fp32 (ran bf16)");
     ``"fp16"``          every conv/matmul op computes in float16;
     ``"int8"``          every conv/matmul op computes on int8 with calibrated activation scales;
     ``"int8-dynamic"``  every conv/matmul op computes on int8 weights and activations quantized
@@ -50,7 +52,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-COMPUTE_PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "mixed")
+COMPUTE_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int8-dynamic", "mixed")
 # What each asked precision or scheme accepts as "took". int8 MACs on run-time quantized
 # activations are int8 compute, so a plain "int8" ask (the record's `precision`) takes either.
 ACCEPTS: dict[str, frozenset[str]] = {

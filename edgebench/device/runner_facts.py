@@ -217,11 +217,46 @@ def node_profile(runs: list[list[tuple]], warmup: int, source: str, wall_ms: lis
             "source": source, "profiled_run_ms": sum(wall_ms) / max(len(wall_ms), 1)}
 
 
+# ---- CPU features that change what a runtime computes ----------------------------------------
+
+# The /proc/cpuinfo flags that decide kernels and precisions (x86 "flags", aarch64 "Features"):
+# OpenVINO runs an fp32 model in bf16 on AVX-512 BF16 / AMX and in f16 on ARMv8.2 (asimdhp);
+# int8 paths differ with VNNI / the ARM dot product (asimddp) and i8mm.
+RELEVANT_FEATURES = {
+    "x86_64": ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+               "amx_bf16", "amx_int8", "amx_fp16"),
+    "aarch64": ("asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2"),
+}
+ARCH_ALIASES = {"amd64": "x86_64", "AMD64": "x86_64", "arm64": "aarch64"}
+
+
+def cpu_features_from(cpuinfo: str, arch: str) -> list[str] | None:
+    """The relevant features named in a /proc/cpuinfo text, in a fixed order; None when the text
+    has no flags/Features line (not Linux, or an unknown architecture).
+
+    >>> cpu_features_from("flags : fpu avx2 avx512f avx512_bf16 sse", "x86_64")
+    ['avx2', 'avx512f', 'avx512_bf16']
+    """
+    arch = ARCH_ALIASES.get(arch, arch)
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            have = set(value.split())
+            return [f for f in RELEVANT_FEATURES.get(arch, ()) if f in have]
+    return None
+
+
+def cpu_features() -> list[str] | None:
+    """This machine's relevant CPU features (see RELEVANT_FEATURES), None where unreadable."""
+    return cpu_features_from(_read("/proc/cpuinfo") or "", platform.machine())
+
+
 def machine_facts() -> dict:
     return {
         "arch": platform.machine(),
         "system": platform.system(),
         "cpu": _cpu_name(),
+        "cpu_features": cpu_features(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
     }

@@ -8,7 +8,6 @@ is only a fallback (see `Completed.peak_rss_mb`).
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -57,7 +56,9 @@ class LocalHost(HostDefaults):
         """Versions from the installed distributions' metadata: nothing is imported here."""
         from importlib.metadata import PackageNotFoundError, version
 
-        machine = {"arch": platform.machine(), "system": platform.system(), "python": platform.python_version()}
+        from edgebench.device.runner_facts import machine_facts
+
+        machine = machine_facts()  # the runner's own reading of this machine (CPU, features, cores)
         facts = {"machine": machine, "versions": {}, "errors": {}, "tools": {"taskset": bool(shutil.which("taskset"))}}
         for name, (_, distribution) in wanted.items():
             try:

@@ -1,8 +1,8 @@
 """The probe a host's Python runs to say what it is and which runtimes import there.
 
 It imports each module (an installed but broken runtime counts as missing) and prints one JSON
-line: Python version, arch, system, CPU count and model, and per wanted name its version or
-the import error. Standard library only: it runs on a bare device Python.
+line: Python version, arch, system, CPU count, model and flags line, and per wanted name its
+version or the import error. Standard library only: it runs on a bare device Python.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ for key, path in (("model", "/sys/firmware/devicetree/base/model"), ("cpuinfo", 
         out["model"] = text.strip("\\x00\\n ")
     else:
         for line in text.splitlines():
-            if line.split(":")[0].strip().lower() in ("model name", "hardware", "cpu model"):
+            key = line.split(":")[0].strip().lower()
+            if key in ("model name", "hardware", "cpu model") and "cpu" not in out:
                 out["cpu"] = line.split(":", 1)[1].strip()
-                break
+            elif key in ("flags", "features") and "cpu_flags" not in out:
+                out["cpu_flags"] = line
 print(json.dumps(out))
 """
-MACHINE_KEYS = ("arch", "system", "python", "cpu_count", "cpu", "model")
+MACHINE_KEYS = ("arch", "system", "python", "cpu_count", "cpu", "cpu_features", "model")
 
 
 def probe_script(wanted: dict[str, tuple[str, str]]) -> str:
@@ -47,8 +49,12 @@ def probe_script(wanted: dict[str, tuple[str, str]]) -> str:
 
 def read_probe(stdout: str) -> dict | None:
     """The probe's facts from its output ({"machine", "versions", "errors"}), None if it printed none."""
+    from edgebench.device.runner_facts import cpu_features_from
+
     raw = next((json.loads(line) for line in stdout.splitlines() if line.startswith("{")), None)
     if raw is None:
         return None
+    if "cpu_flags" in raw:  # the probe sends the line; one parser, the runner's, picks the features
+        raw["cpu_features"] = cpu_features_from(raw["cpu_flags"], raw.get("arch", ""))
     return {"machine": {k: raw[k] for k in MACHINE_KEYS if k in raw},
             "versions": raw.get("versions", {}), "errors": raw.get("errors", {})}

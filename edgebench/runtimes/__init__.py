@@ -79,6 +79,9 @@ class Runtime:
     precision_from: str = "artifact"
     executed_reader: str | None = None  # "module:function"(executed, artifact, asked) -> fields
     description: str = ""
+    # "module:function"(arch, cpu_features) -> (precision, why): what an fp32 model computes in
+    # by default on such a CPU, for runtimes that choose by CPU (OpenVINO: bf16 on AVX-512 BF16).
+    float_default: str | None = None
 
     @property
     def adapter(self) -> Path:
@@ -97,6 +100,18 @@ class Runtime:
             return version(self.distribution)
         except PackageNotFoundError:
             return None
+
+    def fp32_runs_as(self, arch: str | None, cpu_features: list[str] | None) -> tuple[str, str]:
+        """(precision, why) an fp32 model computes in by default on a CPU of this arch and features.
+
+        >>> runtime("openvino").fp32_runs_as("x86_64", ["avx2", "avx512f", "avx512_bf16"])
+        ('bf16', 'avx512_bf16: the CPU plugin picks bf16 for fp32 models by default')
+        >>> runtime("onnxruntime").fp32_runs_as("aarch64", ["asimdhp"])[0]
+        'fp32'
+        """
+        if self.float_default is None:
+            return "fp32", f"{self.name} computes an fp32 model in fp32 on every CPU"
+        return resolve(self.float_default)(arch or "", list(cpu_features or ()))
 
     def inspector(self) -> Callable:
         return resolve(self.artifact_format.inspector)

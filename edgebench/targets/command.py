@@ -67,8 +67,15 @@ def main(args) -> int:
             state = ("template" if profile.template else "ok" if s.reachable and not s.problems
                      else "reachable, with problems" if s.reachable else "UNREACHABLE")
             print(f"{s.name:16} {s.transport:6} {state}")
+            if s.machine:
+                features = s.machine.get("cpu_features")
+                print(f"    cpu          {s.machine.get('arch', '?')}, {s.machine.get('cpu', '?')}, "
+                      f"{s.machine.get('cpu_count', '?')} cores; features: "
+                      f"{' '.join(features) if features else 'none of note' if features == [] else 'unreadable'}")
             for runtime, version in s.runtimes.items():
                 print(f"    {runtime:12} {version or 'missing'}")
+            for note in s.notes:
+                print(f"    note: {note}")
             for problem in s.problems:
                 print(f"    ! {problem}")
             print(f"    profile: {profile.path}")

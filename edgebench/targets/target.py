@@ -42,6 +42,7 @@ class TargetStatus:
     runtimes: dict = field(default_factory=dict)  # runtime -> version, or None if missing
     problems: list = field(default_factory=list)  # "what is wrong: what to do"
     machine: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)  # facts worth knowing, not problems (e.g. bf16 by default)
 
 
 class Target:
@@ -162,6 +163,7 @@ class Target:
         status.problems += facts.get("problems", [])
         if facts["versions"] is not None:
             self._runtime_problems(status, facts)
+        status.notes += self._precision_notes(status.machine)
         if self.profile.measure.get("taskset") and not facts.get("tools", {}).get("taskset", True):
             status.problems.append(f"taskset is not installed{self._place}: "
                                    "install util-linux there, or remove taskset from [measure]")  # fmt: skip
@@ -182,6 +184,18 @@ class Target:
                 why = facts["errors"].get(name, "unknown runtime").splitlines()[0][:200]
                 status.problems.append(f"{name} is not usable{place} ({why}): "
                                        f"{self.host.install_hint([rt.device_requirement], rt.install_hint)}")
+
+    def _precision_notes(self, machine: dict) -> list[str]:
+        """Runtimes that compute an fp32 model in another precision on this CPU, unless pinned."""
+        notes = []
+        for name in self.profile.runtimes:
+            pinned = (self.profile.runtime.get(name) or {}).get("inference_precision")
+            precision, why = runtime_of(name).fp32_runs_as(machine.get("arch"), machine.get("cpu_features"))
+            if precision != "fp32":
+                how = (f"pinned here to inference_precision = {pinned!r}" if pinned else
+                       f'pin fp32 with [runtime.{name}] inference_precision = "f32" in the profile')
+                notes.append(f"{name}: fp32 models run in {precision} by default on this CPU ({why}); {how}")
+        return notes
 
     def close(self) -> None:
         self.host.close()

@@ -60,7 +60,11 @@ def check_profile(p: dict, runtime: str) -> None:
     assert len({n["name"] for n in p["nodes"]}) == len(p["nodes"])
     assert {n["precision"] for n in p["nodes"]} <= {"fp32", "fp16", "bf16", "int8", None}
     total = sum(n["ms"] for n in p["nodes"])
-    assert 0.3 * p["profiled_run_ms"] <= total <= 1.2 * p["profiled_run_ms"], (total, p["profiled_run_ms"])
+    # The nodes run inside the profiled runs, so their times cannot add up to much more than
+    # the runs' wall time (OpenVINO's whole-µs counters can add ~0.2 µs a node). How much of
+    # the run they cover depends on how busy the machine is (measured: 30-60 % quiet, 20 %
+    # with both cores loaded): that verdict is benchmarks/profile_coverage.py's, not a test's.
+    assert 0 < total <= 1.2 * p["profiled_run_ms"] + 0.001 * len(p["nodes"]), (total, p["profiled_run_ms"])
 
 
 def test_onnxruntime_times_each_node(cnn):

@@ -49,8 +49,11 @@ def test_demo_variants_on_local_qemu_and_ssh(tmp_path):
             assert r["machine"]["arch"] == ("aarch64" if target == "arm" else "x86_64")
             assert r["emulated"] is (target == "arm")
             local = by_key[(variant, "local", runtime)]
-            # Same artifact, different kernels (and machines): the same accuracy.
-            assert abs(r["accuracy"] - local["accuracy"]) <= 0.005, (variant, target, runtime)
+            # Same artifact, different kernels (and machines): the same accuracy. fp32 kernels
+            # agree to an image of 360; int8 kernels differ by CPU (x86 without VNNI multiplies
+            # u8 x s8 pairs into saturating int16, ARM and VNNI do not), so a few may flip.
+            limit = 0.015 if variant == "int8" else 0.005
+            assert abs(r["accuracy"] - local["accuracy"]) <= limit, (variant, target, runtime, local["machine"])
 
         # A second run to the SSH target uploads no artifact again: the device's cache is
         # keyed by content hash, so only the new run's (identical) files would be sent.
