@@ -99,7 +99,7 @@ def stored_runs(n: int, reference: Side) -> list[Side]:
     """`n` runs of the reference models measured the way the pipeline measures (its default
     [run]: 3 rounds of 1/3 s and >= 67 runs per variant, variants interleaved), each a Side
     holding records with per-round statistics and no artifacts: what stored mode judges."""
-    from edgebench.records import latency_summary, round_summary
+    from edgebench.measure.records import latency_summary, round_summary
     from edgebench.targets import RunOptions, open_target
 
     target, options, runs = open_target(load_profile("local")), RunOptions(rounds=3, evaluate=False), []

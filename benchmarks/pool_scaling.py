@@ -75,10 +75,10 @@ def main() -> None:
     from sshd import free_port, loopback_sshd
 
     from edgebench.config import load_experiment
+    from edgebench.measure.records import RecordLog, write_manifest
     from edgebench.pipeline import load_run_data, make_all_variants, prepare_run_dir
     from edgebench.pool import Pool
     from edgebench.pool.measure import measure_with_pool
-    from edgebench.records import RecordLog, write_manifest
 
     quiet = lambda _m: None  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="pool-scaling-") as tmp, contextlib.ExitStack() as stack:

@@ -50,7 +50,7 @@ def main() -> int:
     parser.add_argument("--load", action="store_true", help="keep every core busy while profiling")
     args = parser.parse_args()
 
-    from edgebench.export import quantize_onnx
+    from edgebench.export.onnx import quantize_onnx
     from edgebench.runtimes import DEVICE_DIR
     from edgebench.testing import onnx_cnn
 

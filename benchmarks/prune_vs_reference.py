@@ -65,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgebench.compress import METHODS, StepContext  # noqa: E402
 from edgebench.config import TrainConfig  # noqa: E402
-from edgebench.data import Dataset  # noqa: E402
+from edgebench.model.data import Dataset  # noqa: E402
 
 N_CLASSES = 10
 SIZE = 16

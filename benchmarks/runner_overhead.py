@@ -66,8 +66,8 @@ def main() -> int:
 
     import torch
 
-    from edgebench.export import export_onnx
-    from edgebench.models import create_model
+    from edgebench.export.onnx import export_onnx
+    from edgebench.model.factories import create_model
     from edgebench.targets import RunOptions, load_profile, open_target
 
     tmp = Path(tempfile.mkdtemp(prefix="eb-overhead-"))

@@ -110,9 +110,9 @@ def side_by_side(dirs: dict[str, Path], run_dir: Path, exp) -> dict[str, float]:
 
     import numpy as np
 
-    from edgebench.measuring import measure_rounds, run_options
+    from edgebench.export.variants import load_variant
+    from edgebench.measure.rounds import measure_rounds, run_options
     from edgebench.targets import load_profile, open_target
-    from edgebench.variants import load_variant
 
     variants = []
     for name, folder in dirs.items():

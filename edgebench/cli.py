@@ -29,7 +29,7 @@ COMMANDS = {
     "search": ("edgebench.search.command", "search compression chains for the best variant within budgets, measured on the target",
                "add_arguments", "main"),
     "worker": ("edgebench.pool.worker", "serve one device to a Dask scheduler (edgebench run --cluster)", "add_arguments", "main"),
-    "sensitivity": ("edgebench.sensitivity", "accuracy drop per layer when only that layer is pruned/quantized", "add_arguments", "main"),
+    "sensitivity": ("edgebench.compress.sensitivity", "accuracy drop per layer when only that layer is pruned/quantized", "add_arguments", "main"),
 }
 
 
@@ -61,9 +61,9 @@ def _log(args):
 
 
 def run_command(args) -> int:
-    from edgebench.config import load_experiment
+    from edgebench.config import load_experiment, resumed_experiment
+    from edgebench.measure.records import read_records
     from edgebench.pipeline import run_experiment
-    from edgebench.records import read_records
 
     if args.resume and not args.experiment:
         exp = resumed_experiment(args.resume)
@@ -111,18 +111,8 @@ def run_status(records: list[dict]) -> tuple[int, str]:
     return 0, "ok"
 
 
-def resumed_experiment(run_dir: Path):
-    """The experiment an interrupted run was started with, from its manifest."""
-    from edgebench.config import experiment_from_dict
-
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
-        raise EdgebenchError(f"--resume {run_dir}: not a run folder (no manifest.json)")
-    return experiment_from_dict(json.loads(manifest.read_text())["experiment"])
-
-
 def summary_table(records: list[dict]) -> str:
-    from edgebench.precision import precision_label
+    from edgebench.export.precision import precision_label
 
     rows = [("variant", "target", "runtime", "size KB", "p50 ms", "accuracy (95% CI)", "Δ pt", "computes")]
     most = max((r.get("n_eval") or 0 for r in records), default=0)
@@ -147,7 +137,7 @@ def summary_table(records: list[dict]) -> str:
 def _delta(records: list[dict], record: dict) -> str:
     """The accuracy difference from the baseline on the same target/runtime, '(n.s.)' when a
     McNemar test on the same inputs does not call it significant."""
-    from edgebench.accuracy import significant
+    from edgebench.measure.accuracy import significant
 
     base = next((b for b in records if b["variant"] == "baseline" and b["status"] == "ok"
                  and (b["target"], b["runtime"]) == (record["target"], record["runtime"])), None)

@@ -3,7 +3,7 @@
     >>> run_dir = run_experiment(load_experiment("experiment.toml"), out=Path("results"))
 
 Every job is a plain function of paths and JSON, so a distributed engine can run them later:
-building a variant is here, measuring one on a target's runtime is `edgebench.measuring`.
+building a variant is here, measuring one on a target's runtime is `edgebench.measure.rounds`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 
 from edgebench.config import Experiment
 from edgebench.errors import ConfigError, EdgebenchError
-from edgebench.measuring import measure_all
-from edgebench.records import new_run_id, repair_tail, update_manifest, write_manifest
+from edgebench.export.variants import BuiltVariant, build_variant, load_variant
+from edgebench.measure.records import new_run_id, repair_tail, update_manifest, write_manifest
+from edgebench.measure.rounds import measure_all
 from edgebench.runtimes import format_of
 from edgebench.targets import TargetProfile, load_targets, open_target
-from edgebench.variants import BuiltVariant, build_variant, load_variant
 
 
 def prepare_run_dir(exp: Experiment, out: Path | None, resume: Path | None) -> tuple[Path, str, Experiment]:
@@ -42,7 +42,7 @@ def prepare_run_dir(exp: Experiment, out: Path | None, resume: Path | None) -> t
 
 def load_run_data(exp: Experiment, log):
     """The experiment's data, split and preprocessed as declared; bad data fails here, early."""
-    from edgebench.data import load_data
+    from edgebench.model.data import load_data
 
     log(f"data: {exp.data.source} (image_size {exp.data.image_size})")
     data = load_data(exp.data, seed=exp.seed)
@@ -55,7 +55,7 @@ def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], l
     """Train (or load) the baseline and build every variant, reusing what a resumed run has;
     with a pool that has `cpu` workers, the variants are built there, in parallel."""
     from edgebench.config import Variant
-    from edgebench.export_worker import ExportWorker
+    from edgebench.export.worker import ExportWorker
 
     data.save_eval(run_dir / "eval.npz")
     variants = (Variant("baseline"), *exp.variants)
@@ -88,7 +88,7 @@ def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], l
 
 def baseline_model(exp: Experiment, data, run_dir: Path, log):
     """The trained (or loaded) baseline model; a model that fails here is one clear error."""
-    from edgebench.train import train_baseline
+    from edgebench.model.train import train_baseline
 
     started = time.perf_counter()
     try:

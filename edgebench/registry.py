@@ -81,3 +81,27 @@ class Registry:
     def __len__(self) -> int:
         self._load()
         return len(self._entries)
+
+
+# ---- the tables that experiment files name --------------------------------------------------
+# They live here, with the mechanism, so that `edgebench.config` can validate a method or runtime
+# name without importing the stages that register them; each module listed imports the registry
+# and registers itself when the table is first used.
+
+# Compression methods (edgebench.compress): one module per method, each registering its step class.
+METHODS = Registry("method", modules=(
+    "edgebench.compress.prune",
+    "edgebench.compress.quantize",
+    "edgebench.compress.cluster",
+    "edgebench.compress.distill",
+    "edgebench.compress.lowrank",
+    "edgebench.compress.compact",
+))
+
+# Runtimes (edgebench.runtimes): one module per runtime, each registering its `Runtime`.
+RUNTIMES = Registry("runtime", modules=(
+    "edgebench.runtimes.onnxruntime",
+    "edgebench.runtimes.tflite",
+    "edgebench.runtimes.openvino",
+))
+

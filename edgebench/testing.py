@@ -59,7 +59,7 @@ def write_run(folder: Path, models: dict[str, dict], targets: list[dict] | None 
     versions), eval.npz, and per variant its model.onnx (`onnx_cnn(**models[name])`),
     variant.json and one ok record on local/onnxruntime with footprint, accuracy and stored
     latency statistics (3 rounds of 0.09 ms minimum)."""
-    from edgebench.records import package_versions
+    from edgebench.measure.records import package_versions
     from edgebench.targets import load_profile
 
     folder.mkdir(parents=True)

@@ -17,4 +17,4 @@ python3 -m venv .venv
 .venv/bin/pip install -q torch==2.13.0 -e '.[tflite,openvino,pool,search,dev]'
 
 # The aarch64 rootfs (Python 3.11, numpy, onnxruntime, ai-edge-litert), built once, cached.
-.venv/bin/python -m edgebench.targets.qemu_rootfs
+.venv/bin/python -m edgebench.hosts.qemu_rootfs

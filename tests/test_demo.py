@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.records import FIELDS, read_records
+from edgebench.measure.records import FIELDS, read_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.tflite]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.records import read_records
+from edgebench.measure.records import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,8 +15,8 @@ from conftest import write_experiment
 
 from edgebench.cli import run_status
 from edgebench.config import load_experiment
+from edgebench.measure.records import FIELDS, read_records
 from edgebench.pipeline import run_experiment
-from edgebench.records import FIELDS, read_records
 
 pytestmark = pytest.mark.slow
 

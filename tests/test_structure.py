@@ -115,6 +115,88 @@ def test_no_import_cycle_among_edgebench_modules():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+# The stages in the order data flows (edgebench/__init__.py, shared/DESIGN.md "Layout"): a module
+# may import its own stage and the stages before it, never a later one. The base (config and the
+# small top-level helpers) comes first; the orchestrators and the command line last.
+STAGES = [
+    ("base", ("edgebench", "edgebench.errors", "edgebench.registry", "edgebench.paths", "edgebench.progress",
+              "edgebench.config")),
+    ("model", ("edgebench.model",)),
+    ("compress", ("edgebench.compress",)),
+    ("device", ("edgebench.device",)),
+    ("runtimes", ("edgebench.runtimes",)),
+    ("export", ("edgebench.export",)),
+    ("hosts", ("edgebench.hosts",)),
+    ("targets", ("edgebench.targets",)),
+    ("measure", ("edgebench.measure",)),
+    ("analyze", ("edgebench.analyze",)),
+    ("pool", ("edgebench.pool",)),
+    ("pipeline", ("edgebench.pipeline",)),
+    ("search", ("edgebench.search",)),
+    ("top", ("edgebench.testing", "edgebench.cli", "edgebench.__main__")),
+]
+MAX_LOOSE = 8
+
+
+def stage_of(module: str) -> int:
+    """The index in STAGES of the stage `module` belongs to (the longest matching prefix)."""
+    best, where = -1, None
+    for i, (_, prefixes) in enumerate(STAGES):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, where = len(prefix), i
+    assert where is not None, f"{module} belongs to no stage: add its package to STAGES"
+    return where
+
+
+def test_a_stage_imports_only_the_stages_before_it():
+    graph = import_graph()
+    late = sorted(f"{a} ({STAGES[stage_of(a)][0]}) imports {b} ({STAGES[stage_of(b)][0]})"
+                  for a, targets in graph.items() for b in targets if stage_of(b) > stage_of(a))
+    assert not late, "a stage imports a later stage:\n" + "\n".join(late)
+
+
+def test_the_stage_order_check_finds_a_late_import():
+    graph = {"edgebench.model.train": {"edgebench.measure.records"}, "edgebench.measure.records": {"edgebench.config"}}
+    late = [(a, b) for a, t in graph.items() for b in t if stage_of(b) > stage_of(a)]
+    assert late == [("edgebench.model.train", "edgebench.measure.records")]
+
+
+def test_the_package_root_holds_few_loose_modules_and_each_stage_says_what_it_does():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(loose) <= MAX_LOOSE, f"{len(loose)} loose modules at the root: {loose}"
+    packages = sorted(p.parent for p in PACKAGE.glob("*/__init__.py"))
+    assert {p.name for p in packages} == {m.split(".")[1] for _, ms in STAGES[1:] for m in ms if m.count(".") == 1
+                                          and (PACKAGE / m.split(".")[1]).is_dir()} | {"config"}
+    for package in packages:
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
+        assert doc and len(doc.split()) >= 12, f"{package.name}/__init__.py: say what the stage takes and gives"
+    # No two modules of a package whose names differ only by a suffix (measure / measuring).
+    names = sorted(MODULES)
+    for a in names:
+        for b in names:
+            if a < b and a.rpartition(".")[0] == b.rpartition(".")[0]:
+                x, y = a.rpartition(".")[2], b.rpartition(".")[2]
+                assert not (len(x) >= 5 and y.startswith(x) and y[len(x):] in ("ing", "s", "er", "ment")), (a, b)
+
+
+def test_moved_modules_keep_their_old_names_for_a_release_with_a_warning():
+    code = ("import warnings, json\nwarnings.simplefilter('always')\nseen = []\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    import edgebench.models, edgebench.data\n"
+            "    from edgebench.measure import Measure\n"
+            "    from edgebench.export import export_onnx\n"
+            "    from edgebench.model import factories\n"
+            "    print(json.dumps({'same': edgebench.models is factories, 'create': hasattr(edgebench.models, 'create_model'),"
+            " 'warned': sorted({str(x.message).split()[0] for x in w if x.category is DeprecationWarning})}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["same"] and facts["create"]
+    assert facts["warned"] == ["edgebench.data", "edgebench.export.export_onnx", "edgebench.measure.Measure",
+                               "edgebench.models"]
+
+
 def test_no_file_over_400_lines():
     lengths = {p.relative_to(PACKAGE.parent): len(p.read_text().splitlines()) for p in MODULES.values()}
     long = sorted(f"{p} ({n})" for p, n in lengths.items() if n > MAX_LINES)
@@ -158,7 +240,7 @@ def test_config_cli_runner_runtimes_analyzer_and_targets_import_without_torch():
 
 def test_the_model_names_config_checks_are_those_edgebench_models_registers():
     from edgebench.config import BUILTIN_MODELS
-    from edgebench.models import MODELS
+    from edgebench.model.factories import MODELS
 
     assert set(BUILTIN_MODELS) == set(MODELS)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgebench.records import read_records
+from edgebench.measure.records import read_records
 
 pytestmark = pytest.mark.slow
 

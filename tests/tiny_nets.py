@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from edgebench.config import TrainConfig
-from edgebench.data import Dataset
-from edgebench.train import fit
+from edgebench.model.data import Dataset
+from edgebench.model.train import fit
 
 N_CLASSES = 4
 TRAIN = TrainConfig(epochs=6, lr=0.05, batch_size=32, threads=1)

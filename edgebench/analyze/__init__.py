@@ -74,7 +74,7 @@ def records_path(run: str | Path) -> Path:
 
 def read_records(run: str | Path) -> list[dict]:
     """The records of one run (a directory or a records.jsonl path), the latest per key."""
-    from edgebench import records
+    from edgebench.measure import records
 
     return records.read_records(records_path(run))
 
@@ -231,7 +231,7 @@ def _non_dominated(cost: Any) -> Any:
 
 
 def energy_of(row: Any) -> dict:
-    """The `energy_mj` dict of a flattened row (for `edgebench.energy.label`)."""
+    """The `energy_mj` dict of a flattened row (for `edgebench.measure.energy.label`)."""
     return {k.split(".", 1)[1]: v for k, v in row.items() if isinstance(k, str) and k.startswith("energy_mj.")}
 
 

@@ -1,6 +1,6 @@
 """`edgebench profile RUN_DIR`: where a variant's time goes, per PyTorch module, on the target.
 
-How a profile is taken and labelled is in `edgebench.profiling`; this is the command: choose
+How a profile is taken and labelled is in `edgebench.measure.profiling`; this is the command: choose
 records, profile each on its target, print tables and per-module differences, redraw the chart
 and the report's section.
 
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from edgebench.errors import ConfigError
-from edgebench.profiling import DEFAULT_RUNS
+from edgebench.measure.profiling import DEFAULT_RUNS
 
 HELP = "per-layer time of variants on a target, mapped to PyTorch modules; diff against another variant"
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _records(run_dir: Path) -> list[dict]:
-    from edgebench.records import read_records
+    from edgebench.measure.records import read_records
 
     path = run_dir / "records.jsonl"
     if not path.is_file():
@@ -58,7 +58,7 @@ def profile_record(run_dir: Path, record: dict, manifest: dict, runs: int, targe
     """Profile one record's artifact on its target, opened from the run's manifest (and kept
     open in `targets` for the next record); the profile document (also written to disk)."""
     from edgebench.analyze.remeasure import manifest_profiles, run_options
-    from edgebench.profiling import profile_on, write
+    from edgebench.measure.profiling import profile_on, write
     from edgebench.targets import open_target
 
     name = record["target"]
@@ -144,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
         for target in targets.values():
             target.close()
     if getattr(args, "json", False):
-        from edgebench.profiling import json_rows
+        from edgebench.measure.profiling import json_rows
 
         print(json.dumps([row for doc in done.values() for row in json_rows(doc)]))
     else:  # the chart and the report's section: every profile of this run so far

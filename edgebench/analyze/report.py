@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebench.accuracy import SIGNIFICANCE
 from edgebench.analyze import (
     available_metrics,
     best_variants,
@@ -29,8 +28,9 @@ from edgebench.analyze import (
     pareto_front,
     read_manifest,
 )
-from edgebench.energy import NO_METER_NOTE
-from edgebench.precision import precision_label
+from edgebench.export.precision import precision_label
+from edgebench.measure.accuracy import SIGNIFICANCE
+from edgebench.measure.energy import NO_METER_NOTE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,7 +117,7 @@ def _ci_text(ci: Any) -> str:
 def energy_notes(df: pd.DataFrame) -> list[str]:
     """One line per target/runtime saying what its energy figures are: measured or which
     estimate, with the watts, their scope and their source."""
-    from edgebench.energy import label
+    from edgebench.measure.energy import label
 
     lines = []
     for (target, runtime), group in df[df["status"].eq("ok")].groupby(["target", "runtime"]):
@@ -156,8 +156,6 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
         profile_html,
         profile_markdown,
     )
-    from edgebench.search.section import search_markdown
-
     run = Path(run_dir).expanduser()
     df = prepare(load(run))
     manifest = read_manifest(run)
@@ -172,17 +170,24 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
         plots.append(run / "plots" / "search.png")
     for p in plots:
         log(f"wrote {p} (+ .svg)")
-    from edgebench.records import latest, read_records
+    from edgebench.measure.records import latest, read_records
 
     records = latest(read_records(run / "records.jsonl")) if (run / "records.jsonl").exists() else []
     html_path = run / "report.html"
     html_path.write_text(render_html(df, manifest, plots, str(run_id),
                                      [*boards_html(records, manifest), *profile_html(profiles)]), encoding="utf-8")
     md_path = run / "report.md"
-    md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run), *search_markdown(run),
+    md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run), *handed_sections(run),
                                   *boards_markdown(records, manifest), *profile_markdown(profiles)]), encoding="utf-8")
     log(f"wrote {html_path}\nwrote {md_path}")
     return [*paths, *plots, html_path, md_path]
+
+
+def handed_sections(run: Path) -> list[str]:
+    """Sections other commands hand to the report as files (`RUN/sections/*.md`, e.g. the
+    search's): the report includes them without importing the command that wrote them."""
+    folder = run / "sections"
+    return [p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.md"))] if folder.is_dir() else []
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:

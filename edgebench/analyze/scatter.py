@@ -31,9 +31,9 @@ from edgebench.analyze.chart_style import (
 )
 from edgebench.analyze.labels import focus, label_points, variant_numbers
 from edgebench.analyze.plots import CHARTS
-from edgebench.energy import NO_METER_NOTE
-from edgebench.energy import label as energy_label
-from edgebench.precision import precision_label
+from edgebench.export.precision import precision_label
+from edgebench.measure.energy import NO_METER_NOTE
+from edgebench.measure.energy import label as energy_label
 
 if TYPE_CHECKING:
     import pandas as pd

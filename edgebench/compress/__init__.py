@@ -1,5 +1,9 @@
 """Compression methods: one file each, registered in `METHODS` by the `method` decorator.
 
+Stage 3 of the flow: takes the trained baseline (an nn.Module) and a chain of steps, gives a
+new nn.Module per variant; the export stage then makes its artifacts. The `METHODS` table of
+modules lives in `edgebench.registry`, so config can validate names without importing this.
+
 A method is a frozen dataclass of its parameters (what a `{ method = "...", ... }` step in an
 experiment holds) with an `apply(model, ctx)` that returns a *new* model and never edits its
 input. Methods that belong to a runtime's exporter (int8/fp16 quantization) also say so via
@@ -19,17 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgebench.registry import Registry
-
-# The table: one module per method; importing it registers its step class.
-METHODS = Registry("method", modules=(
-    "edgebench.compress.prune",
-    "edgebench.compress.quantize",
-    "edgebench.compress.cluster",
-    "edgebench.compress.distill",
-    "edgebench.compress.lowrank",
-    "edgebench.compress.compact",
-))
+from edgebench.registry import METHODS  # the table of method modules
 
 
 def method(name: str):
@@ -50,7 +44,7 @@ def method_name(step: Any) -> str:
 class StepContext:
     """What a step may use besides the model: data, training defaults, the baseline, progress.
 
-    `data` is an `edgebench.data.Dataset`; `train` a `TrainConfig`; `teacher` the trained
+    `data` is an `edgebench.model.data.Dataset`; `train` a `TrainConfig`; `teacher` the trained
     baseline model (for distillation); `log` a callable that reports progress.
     """
 

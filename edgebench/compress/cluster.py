@@ -36,7 +36,7 @@ from edgebench.errors import StepError
 class Cluster:
     bits: int = 4  # 2^bits shared values per layer
     finetune_epochs: int = 1
-    lr: float | None = None  # default: [train] lr (see `edgebench.train.finetune`)
+    lr: float | None = None  # default: [train] lr (see `edgebench.model.train.finetune`)
 
     def __post_init__(self):
         require(2 <= self.bits <= 8, f"bits = {self.bits}: must be between 2 and 8")
@@ -56,7 +56,7 @@ class Cluster:
             )
         clustered = [cluster_layer(m, self.bits, seed=ctx.seed + i) for i, m in enumerate(layers)]
         if self.finetune_epochs > 0:
-            from edgebench.train import finetune
+            from edgebench.model.train import finetune
 
             def snap() -> None:
                 for layer in clustered:

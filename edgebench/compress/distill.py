@@ -120,7 +120,7 @@ def make_student(name: str, width: float, ctx: StepContext, teacher):
     """
     import torch
 
-    from edgebench.models import create_model, resolve_factory
+    from edgebench.model.factories import create_model, resolve_factory
 
     num_classes, in_channels = ctx.data.num_classes, ctx.data.input_shape[0]
     kwargs: dict = {}
@@ -155,8 +155,8 @@ def train_student(
     student, ctx: StepContext, loss_fn: Callable, extra: list, epochs, lr, label: str
 ) -> dict:
     """Train the student in place with `loss_fn`; return facts for the record."""
-    from edgebench.models import count_params
-    from edgebench.train import fit
+    from edgebench.model.factories import count_params
+    from edgebench.model.train import fit
 
     fit(student, ctx.data, ctx.train, epochs=epochs, lr=lr, loss_fn=loss_fn, seed=ctx.seed,
         params=extra, log=ctx.log, label=label)  # fmt: skip

@@ -1,6 +1,6 @@
 """The distillation losses and the layers they hook: the torch side of `distill` and `compact`.
 
-Each loss is a `loss(model, x, y)` for `edgebench.train.fit`; the teacher's part of it is
+Each loss is a `loss(model, x, y)` for `edgebench.model.train.fit`; the teacher's part of it is
 computed once per training input (`TeacherMemo`). Layers are found by what they compute
 (`auto_feature_layer`, `last_linear`), never by name.
 

@@ -40,7 +40,7 @@ class LowRank:
     mode: str = "tucker2"  # for k×k convs
     min_params: int = 1024  # smaller layers are not worth the extra layer
     finetune_epochs: int = 4
-    lr: float | None = None  # default: [train] lr (see `edgebench.train.finetune`)
+    lr: float | None = None  # default: [train] lr (see `edgebench.model.train.finetune`)
 
     def __post_init__(self):
         choice(self.mode, MODES, "mode")
@@ -58,7 +58,7 @@ class LowRank:
             # The [train] optimizer and lr with the fine-tune schedule, as `prune` does: a fifth
             # of the lr with a fresh cosine to 0 (the earlier default) recovered less on
             # benchmarks/prune_vs_reference.py's models in 5 of 6 cases (ratio 0.5, 4 epochs).
-            from edgebench.train import finetune
+            from edgebench.model.train import finetune
 
             finetune(model, ctx.data, ctx.train, self.finetune_epochs, lr=self.lr, seed=ctx.seed,
                      log=ctx.log, label="lowrank finetune")  # fmt: skip

@@ -52,7 +52,7 @@ class Prune:
     # Default: 1 epoch unstructured (the mask keeps most of the function), 3 structured
     # (removed channels take capacity away); resolved at construction so records show it.
     finetune_epochs: int | None = None
-    lr: float | None = None  # default: [train] lr (see `edgebench.train.finetune`)
+    lr: float | None = None  # default: [train] lr (see `edgebench.model.train.finetune`)
     rounds: int = 1  # iterative pruning: reach `ratio` in this many prune+fine-tune rounds
     scope: str = "global"  # unstructured: one magnitude threshold for all layers, or per layer
     importance: str = "l1"  # structured: channel importance
@@ -113,7 +113,7 @@ class Prune:
         return out
 
     def _skip_sensitive(self, model, ctx, layers, ratios) -> dict[str, float | None]:
-        from edgebench.sensitivity import layer_sensitivity
+        from edgebench.compress.sensitivity import layer_sensitivity
 
         # Held-out calibration split (never the test set): it has no labels, so the drop is the
         # share of predictions that change when only that layer is pruned. Magnitude pruning of
@@ -133,9 +133,9 @@ class Prune:
         if epochs <= 0:
             return
         # The [train] optimizer at the [train] lr, held (Adam) or held then annealed (SGD):
-        # `edgebench.train.finetune`. A fifth of the lr with a fresh cosine to 0 (the earlier
+        # `edgebench.model.train.finetune`. A fifth of the lr with a fresh cosine to 0 (the earlier
         # default) recovered far less than a plain fine-tune with the same epochs.
-        from edgebench.train import finetune
+        from edgebench.model.train import finetune
 
         finetune(model, ctx.data, ctx.train, epochs, lr=self.lr, seed=ctx.seed,
                  after_step=after_step, log=ctx.log, label=f"{label} fine-tune")  # fmt: skip

@@ -95,7 +95,7 @@ def quantization_aware_training(
     >>> qat = quantization_aware_training(baseline, ctx, finetune_epochs=2, lr=None, per_channel=False)
     >>> export_onnx(qat, data.x_test[:1], Path("qat.onnx"))   # then int8_static at export
     """
-    from edgebench.train import fit
+    from edgebench.model.train import fit
 
     model = fold_batchnorm(copy.deepcopy(model).eval(), ctx.log)  # never edit the caller's model
     layers = [m for _, m in prunable_layers(model)]

@@ -73,7 +73,7 @@ class Model:
     def executed(self, x) -> dict:
         """The kernels this device runs: one profiled inference in a second session made the
         same way (profiling is off in the measured one), each kernel's op and input types.
-        The host turns them into precision fields (edgebench.precision_onnx.read_ort_kernels):
+        The host turns them into precision fields (edgebench.export.precision_onnx.read_ort_kernels):
         onnxruntime picks kernels per CPU (fp16 stays fp16 on ARMv8.2, not on x86)."""
         import platform
 

@@ -353,7 +353,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--min-runs", type=int, default=200)
     p.add_argument("--min-seconds", type=float, default=1.0)
-    # Defaults: edgebench.measure.Measure (tests/device/test_runner.py checks that they agree).
+    # Defaults: edgebench.config.measure_settings.Measure (tests/device/test_runner.py checks that they agree).
     p.add_argument("--max-seconds", type=float, default=30.0)
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N inputs")
     p.add_argument("--no-eval", action="store_true", help="latency only: skip predicting every input")

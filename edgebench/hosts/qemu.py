@@ -22,13 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.errors import TargetError
-from edgebench.hosts import HOSTS, Completed, Copies, HostDefaults, HostSettings
+from edgebench.hosts import HOSTS, Completed, Copies, HostDefaults, HostSettings, qemu_rootfs
 from edgebench.hosts.local import run_process
 from edgebench.hosts.probe import probe_script, read_probe
-from edgebench.targets import qemu_rootfs
 
-PREPARE_HINT = "`edgebench targets --prepare qemu-aarch64` (or: python -m edgebench.targets.qemu_rootfs)"
-REBUILD_HINT = "python -m edgebench.targets.qemu_rootfs --force"
+PREPARE_HINT = "`edgebench targets --prepare qemu-aarch64` (or: python -m edgebench.hosts.qemu_rootfs)"
+REBUILD_HINT = "python -m edgebench.hosts.qemu_rootfs --force"
 QEMU_HINT = "apt-get install qemu-user-static"
 PROBE_TIMEOUT_S = 180.0  # importing the runtimes under emulation takes seconds each
 
@@ -79,7 +78,7 @@ class QemuHost(HostDefaults):
                 and not qemu_rootfs.read_stamp(self.rootfs()))  # fmt: skip
 
     def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> Path:
-        """Build the rootfs this host uses (once, with progress); see `edgebench.targets.qemu_rootfs`."""
+        """Build the rootfs this host uses (once, with progress); see `edgebench.hosts.qemu_rootfs`."""
         return qemu_rootfs.prepare(log=log, force=force, dest=self.rootfs())
 
     # ---- files --------------------------------------------------------------------------

@@ -119,4 +119,4 @@ def _warm_up() -> None:
     import torch  # noqa: F401
 
     import edgebench.compress  # noqa: F401
-    import edgebench.variants  # noqa: F401
+    import edgebench.export.variants  # noqa: F401

@@ -29,7 +29,7 @@ def build_with_pool(pool, exp, todo, baseline, data, run_dir: Path, formats: set
         try:
             made, lines = fut.result()
         except Exception as exc:  # noqa: BLE001 - a lost build is this variant's error record
-            from edgebench.variants import BuiltVariant, _write_info
+            from edgebench.export.variants import BuiltVariant, _write_info
 
             vdir = Path(run_dir) / "variants" / variant.name
             vdir.mkdir(parents=True, exist_ok=True)

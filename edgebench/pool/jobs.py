@@ -75,8 +75,8 @@ def build(exp, variant, baseline_state: dict, data, run_dir: Path, formats: set[
     references). Returns (BuiltVariant, its log lines)."""
     import torch
 
-    from edgebench.train import build_model
-    from edgebench.variants import build_variant
+    from edgebench.export.variants import build_variant
+    from edgebench.model.train import build_model
 
     torch.set_num_threads(1)
     baseline = build_model(exp, data)

@@ -29,9 +29,9 @@ CHECK_EVERY_S = 1.0  # how often the client looks for tokens no live worker hold
 def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, log):
     from distributed import as_completed
 
-    from edgebench.measuring import make_measured_record, merge_rounds, run_options, summarize
+    from edgebench.measure.records import RecordLog, update_manifest
+    from edgebench.measure.rounds import make_measured_record, merge_rounds, run_options, summarize
     from edgebench.pool.jobs import blob, measure_round
-    from edgebench.records import RecordLog, update_manifest
     from edgebench.runtimes import format_of
 
     records = RecordLog(run_dir)

@@ -6,7 +6,7 @@ variant's .onnx), the packages it needs on the host and on a device, how the pre
 computes in is read, and its runner adapter: a file in `edgebench/device/` (`rt_<name>.py`)
 that the runner imports on the device with nothing but the standard library, numpy and the
 runtime. Adding a runtime is two files (the adapter and its declaration here) and a line in
-`RUNTIMES`' table below.
+the `RUNTIMES` table (`edgebench.registry`, where experiment files are validated against it).
 
     >>> from edgebench.runtimes import RUNTIMES, runtime
     >>> runtime("openvino").format
@@ -22,26 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgebench.registry import Registry
+from edgebench.registry import RUNTIMES  # the table of runtime modules
 
 DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
-
-# The table: one module per runtime; importing it registers its Runtime.
-RUNTIMES = Registry("runtime", modules=(
-    "edgebench.runtimes.onnxruntime",
-    "edgebench.runtimes.tflite",
-    "edgebench.runtimes.openvino",
-))
-
 
 @dataclass(frozen=True)
 class Format:
     """An artifact format: its file, the exporter that makes it from a variant's model and
-    checks it against torch (`edgebench.artifacts`: one signature for all), and the static
+    checks it against torch (`edgebench.export.artifacts`: one signature for all), and the static
     inspection of the precision its graph asks for. References are `module:function` strings,
     imported only when used, so declaring a format costs nothing. `onnx_based`: made from the
     variant's float ONNX export; `background`: slow enough to export in the worker process
-    while the next variant is compressed (edgebench.export_worker)."""
+    while the next variant is compressed (edgebench.export.worker)."""
 
     name: str
     suffix: str
@@ -54,10 +46,10 @@ class Format:
 
 
 FORMATS = {
-    "onnx": Format("onnx", ".onnx", "edgebench.artifacts:onnx_artifact", "edgebench.precision_onnx:inspect_onnx",
+    "onnx": Format("onnx", ".onnx", "edgebench.export.artifacts:onnx_artifact", "edgebench.export.precision_onnx:inspect_onnx",
                    inspected_as="onnxruntime", onnx_based=True),
-    "tflite": Format("tflite", ".tflite", "edgebench.artifacts:tflite_artifact",
-                     "edgebench.precision_tflite:inspect_tflite", inspected_as="tflite", background=True,
+    "tflite": Format("tflite", ".tflite", "edgebench.export.artifacts:tflite_artifact",
+                     "edgebench.export.precision_tflite:inspect_tflite", inspected_as="tflite", background=True,
                      exporter_needs=("litert_torch",)),
 }
 

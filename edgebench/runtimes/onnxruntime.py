@@ -12,6 +12,6 @@ register(Runtime(
     # Kernels are picked per CPU (fp16 stays fp16 on ARMv8.2 cores, is cast to fp32 on x86):
     # the runner profiles one inference on the device and the host reads its kernels.
     precision_from="runner",
-    executed_reader="edgebench.precision_onnx:read_ort_kernels",
+    executed_reader="edgebench.export.precision_onnx:read_ort_kernels",
     description="Microsoft onnxruntime, CPU execution provider",
 ))

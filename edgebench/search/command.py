@@ -63,12 +63,11 @@ def resolve(args, exp) -> tuple:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgebench.cli import _log
-    from edgebench.config import load_experiment
+    from edgebench.config import load_experiment, resumed_experiment
+    from edgebench.progress import Log
 
-    log = _log(args)
+    log = Log(quiet=args.quiet or args.json)
     if args.resume:
-        from edgebench.cli import resumed_experiment
         from edgebench.search.study import settings_of
 
         manifest_path = args.resume / "manifest.json"
@@ -91,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
 
 def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
     from edgebench.config import Variant
+    from edgebench.export.variants import build_variant, load_variant
+    from edgebench.measure.records import update_manifest, write_manifest
     from edgebench.pipeline import (
         baseline_model,
         check_targets,
@@ -98,11 +99,9 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
         prepare_run_dir,
         removed_if_nothing_measured,
     )
-    from edgebench.records import update_manifest, write_manifest
     from edgebench.runtimes import format_of
     from edgebench.search.study import Search, open_study, settings_dict, summary
     from edgebench.targets import load_targets, open_target
-    from edgebench.variants import build_variant, load_variant
 
     (profile,) = load_targets([settings.target])
     if settings.runtime not in profile.runtimes:
@@ -152,8 +151,10 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
                     finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     from edgebench.analyze.report import write_reports
     from edgebench.search.chart import draw_search
+    from edgebench.search.section import write_search_section
 
     draw_search(study, result, search.base_record, run_dir / "plots" / "search.png")
+    write_search_section(run_dir)
     write_reports(run_dir, log=log)
     return result
 

@@ -1,5 +1,6 @@
-"""A search run's result in report.md (from search.json): the best and what it cost. Read by
-edgebench.analyze.report; imports nothing of edgebench, so the report does not pull in the search."""
+"""A search run's result in report.md (from search.json): the best and what it cost. Written as
+`RUN/sections/search.md`, which the report includes (edgebench.analyze.report.handed_sections):
+the report does not import the search."""
 
 from __future__ import annotations
 
@@ -19,3 +20,14 @@ def search_markdown(run) -> list[str]:
     best = out.get("best")
     lines.append(f"Best within budgets: **{best['variant']}** — {best['chain']}" if best else "No trial met the budgets.")
     return [*lines, ""]
+
+
+def write_search_section(run) -> None:
+    """`RUN/sections/search.md` from search.json, for the report to include."""
+    from pathlib import Path
+
+    lines = search_markdown(run)
+    if lines:
+        folder = Path(run) / "sections"
+        folder.mkdir(exist_ok=True)
+        (folder / "search.md").write_text("\n".join(lines), encoding="utf-8")

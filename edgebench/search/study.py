@@ -45,8 +45,8 @@ class Search:
     """Everything one trial needs: the experiment, data, baseline, target, records."""
 
     def __init__(self, exp, settings: Settings, data, baseline, target, profile, run_dir: Path, run_id: str, log):
-        from edgebench.measuring import run_options
-        from edgebench.records import RecordLog
+        from edgebench.measure.records import RecordLog
+        from edgebench.measure.rounds import run_options
 
         self.exp, self.settings, self.data, self.baseline = exp, settings, data, baseline
         self.target, self.profile, self.run_dir, self.run_id, self.log = target, profile, run_dir, run_id, log
@@ -60,7 +60,7 @@ class Search:
         """Measure one built variant on the target; its record, appended to records.jsonl."""
         import numpy as np
 
-        from edgebench.measuring import make_measured_record, measure_rounds
+        from edgebench.measure.rounds import make_measured_record, measure_rounds
 
         with np.load(self.run_dir / "eval.npz") as eval_set:
             labels = eval_set["y"] if "y" in eval_set.files else None
@@ -74,8 +74,8 @@ class Search:
     def objective(self, trial):
 
         from edgebench.config import Variant, parse_step
+        from edgebench.export.variants import build_variant
         from edgebench.runtimes import format_of
-        from edgebench.variants import build_variant
 
         steps = suggest(trial, self.space, self.exp.train.lr)
         trial.set_user_attr("steps", steps)
@@ -120,7 +120,7 @@ class Search:
         """Measure the `top` fastest trials within budgets again, with the baseline, in one set
         of interleaved rounds: a minimum over many noisy trials favours a lucky measurement (the
         winner's curse), so the best is chosen on these p50s. {variant: p50 ms}, baseline included."""
-        from edgebench.variants import load_variant
+        from edgebench.export.variants import load_variant
 
         ranked = sorted(feasible, key=lambda t: t.values[0])
         names = list(dict.fromkeys(t.user_attrs.get("variant") for t in ranked))[:top]
@@ -184,7 +184,7 @@ class Search:
 
 
 def measure_rounds_quiet(variants: list, search: Search):
-    from edgebench.measuring import measure_rounds
+    from edgebench.measure.rounds import measure_rounds
 
     return measure_rounds(variants, search.target, search.settings.runtime, search.options, search.run_dir,
                           lambda _m: None)

@@ -13,7 +13,7 @@ profile's host (`edgebench.hosts`: local, qemu, ssh). Every target runs the same
 
 from __future__ import annotations
 
-from edgebench.measure import Measure
+from edgebench.config.measure_settings import Measure
 from edgebench.targets.profile import (
     BUILTIN_PROFILE_DIR,
     Power,

@@ -20,7 +20,7 @@ Built-in profiles ship inside the package (`edgebench/profiles/`); a user's own 
     threads = 4                           # threads, warmup, min_runs, min_seconds, max_seconds,
     cooldown_s = 5.0                      # timeout_s, rounds, eval_limit, max_temp_c,
     max_temp_c = 60.0                     # cool_timeout_s, cooldown_s, taskset
-                                          # (declared once: edgebench.measure.Measure)
+                                          # (declared once: edgebench.config.measure_settings.Measure)
     [power]                               # for the energy estimate (see Power)
     scope = "board"
     idle_w = 2.7
@@ -47,9 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebench.config import build, choice, read_toml, require
+from edgebench.config.measure_settings import Measure, measure_keys
 from edgebench.errors import ConfigError, did_you_mean
 from edgebench.hosts import HOSTS, HostSettings
-from edgebench.measure import Measure, measure_keys
 
 # Profiles shipped with edgebench are package data, found the same way from a checkout, an
 # editable install and a wheel; a user's own profiles may sit in ./targets/ of the working
@@ -94,7 +94,7 @@ class TargetProfile:
     runtimes: tuple[str, ...] = ("onnxruntime", "tflite")
     emulated: bool = False
     host: HostSettings = field(default_factory=_local_settings)  # [host], its transport's settings
-    measure: dict = field(default_factory=dict)  # [measure]: overrides of edgebench.measure.Measure
+    measure: dict = field(default_factory=dict)  # [measure]: overrides of edgebench.config.measure_settings.Measure
     runtime: dict = field(default_factory=dict)  # [runtime.<name>]: that runtime's adapter options
     power: Power = field(default_factory=Power)
     # A built-in example of a device class (rpi4, rpi5): copied and edited, never run as it is.

@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgebench.config.measure_settings import Measure
 from edgebench.errors import TargetError
 from edgebench.hosts import Completed, Host, open_host, thread_env
-from edgebench.measure import Measure
 from edgebench.runtimes import runner_files
 from edgebench.runtimes import runtime as runtime_of
 from edgebench.targets.profile import TargetProfile

@@ -4,4 +4,4 @@
 # Uses the python3 on PATH (activate edgebench's venv first); works from a plain checkout too.
 set -eu
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m edgebench.targets.qemu_rootfs "$@"
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m edgebench.hosts.qemu_rootfs "$@"

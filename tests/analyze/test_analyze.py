@@ -138,7 +138,7 @@ def test_load_skips_a_torn_last_line_and_names_missing_runs(tmp_path):
 
 def test_import_does_not_pull_pandas():
     code = "import sys, edgebench.analyze, edgebench.analyze.check, edgebench.analyze.report, " \
-           "edgebench.analyze.compare, edgebench.energy; print('pandas' in sys.modules, 'matplotlib' in sys.modules)"
+           "edgebench.analyze.compare, edgebench.measure.energy; print('pandas' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

@@ -17,7 +17,7 @@ import pytest
 from edgebench import cli
 from edgebench.analyze import compare
 from edgebench.analyze.latency_gate import decided, paired_test, pooled_log_variance, stored_test
-from edgebench.records import latency_summary, round_summary
+from edgebench.measure.records import latency_summary, round_summary
 
 VERSIONS = {"torch": "2.13.0", "onnx": "1.23.2", "onnxscript": "0.7.2", "onnxruntime": "1.32.0",
             "litert-torch": "0.10.0", "ai-edge-litert": "2.3.0", "torchao": "0.14.0", "numpy": "2.3.0",

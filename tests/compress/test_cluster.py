@@ -12,8 +12,8 @@ from edgebench.compress.codebook import kmeans_1d
 from edgebench.compress.layers import prunable_layers
 from edgebench.config import ConfigError
 from edgebench.errors import StepError
-from edgebench.export import artifact_sizes, export_onnx, verify_onnx
-from edgebench.train import evaluate
+from edgebench.export.onnx import artifact_sizes, export_onnx, verify_onnx
+from edgebench.model.train import evaluate
 
 DATA = tiny_data()
 

@@ -9,8 +9,8 @@ from test_distill import TRAIN, UserNet, assert_exports, context, epoch_losses, 
 from edgebench.compress import METHODS
 from edgebench.config import parse_experiment
 from edgebench.errors import ConfigError
-from edgebench.models import count_params
-from edgebench.train import fit
+from edgebench.model.factories import count_params
+from edgebench.model.train import fit
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ from edgebench.compress import METHODS, StepContext
 from edgebench.compress.distill import make_student
 from edgebench.compress.distill_losses import auto_feature_layer, kd_logits, last_linear
 from edgebench.config import ModelConfig, TrainConfig, parse_experiment
-from edgebench.data import Dataset
 from edgebench.errors import ConfigError, StepError
-from edgebench.export import export_onnx, verify_onnx
-from edgebench.models import count_params, create_model
-from edgebench.train import fit
+from edgebench.export.onnx import export_onnx, verify_onnx
+from edgebench.model.data import Dataset
+from edgebench.model.factories import count_params, create_model
+from edgebench.model.train import fit
 
 N_CLASSES = 4
 TRAIN = TrainConfig(epochs=4, lr=0.05, batch_size=32, threads=1)

@@ -13,9 +13,9 @@ from torch import nn
 from edgebench.compress import METHODS
 from edgebench.compress.lowrank import factorize
 from edgebench.errors import ConfigError, StepError
-from edgebench.export import rel_err
-from edgebench.models import count_params
-from edgebench.train import fit, predict_logits
+from edgebench.export.onnx import rel_err
+from edgebench.model.factories import count_params
+from edgebench.model.train import fit, predict_logits
 
 
 class Wide(nn.Module):

@@ -11,8 +11,8 @@ from edgebench.compress import METHODS, StepContext
 from edgebench.compress.layers import prunable_layers
 from edgebench.config import ConfigError, parse_experiment
 from edgebench.errors import StepError
-from edgebench.export import export_onnx, onnx_macs, verify_onnx
-from edgebench.models import MODELS, count_params, create_model
+from edgebench.export.onnx import export_onnx, onnx_macs, verify_onnx
+from edgebench.model.factories import MODELS, count_params, create_model
 
 DATA = tiny_data()
 

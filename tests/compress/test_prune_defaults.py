@@ -17,10 +17,10 @@ import pytest
 import torch
 from tiny_nets import TinyNet, tiny_data, trained_tiny
 
-import edgebench.train as train_module
+import edgebench.model.train as train_module
 from edgebench.compress import METHODS, StepContext
 from edgebench.config import TrainConfig
-from edgebench.train import _scheduler, finetune_schedule
+from edgebench.model.train import _scheduler, finetune_schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import prune_vs_reference as bench  # noqa: E402

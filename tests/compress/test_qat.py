@@ -12,8 +12,8 @@ from tiny_nets import TRAIN, NoBatchNormNet, state_equal, tiny_data, trained_tin
 from edgebench.compress import METHODS, StepContext
 from edgebench.compress.layers import prunable_layers
 from edgebench.compress.qat import quantization_aware_training
-from edgebench.export import export_onnx, onnx_logits, quantize_onnx, rel_err, verify_onnx
-from edgebench.train import evaluate, predict_logits
+from edgebench.export.onnx import export_onnx, onnx_logits, quantize_onnx, rel_err, verify_onnx
+from edgebench.model.train import evaluate, predict_logits
 
 DATA = tiny_data()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.measure import Measure
+from edgebench.config.measure_settings import Measure
 from edgebench.runtimes import DEVICE_DIR
 from edgebench.targets import load_profile, open_target
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgebench.config.measure_settings import Measure
 from edgebench.device import runner
-from edgebench.measure import Measure
+from edgebench.hosts import qemu_rootfs
 from edgebench.runtimes import DEVICE_DIR
-from edgebench.targets import load_profile, open_target, qemu_rootfs
+from edgebench.targets import load_profile, open_target
 
 RUNNER_PATH = DEVICE_DIR / "runner.py"
 WARMUP, RUNS = 5, 30
@@ -27,7 +28,7 @@ ROOTFS = qemu_rootfs.rootfs_path()
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory) -> dict[str, Path]:
     """The demo-size CNN (3 convs, 16 channels, 32x32) in fp32 and QDQ int8, and its inputs."""
-    from edgebench.export import quantize_onnx
+    from edgebench.export.onnx import quantize_onnx
     from edgebench.testing import onnx_cnn
 
     folder = tmp_path_factory.mktemp("profile")
@@ -159,7 +160,7 @@ def test_an_ssh_target_profiles_on_the_device(cnn, sshd, tmp_path):
 def test_onnxruntime_profile_on_qemu_aarch64(cnn):
     rootfs = ROOTFS
     if rootfs is None or not qemu_rootfs.qemu_binary():
-        pytest.skip("no prepared qemu-aarch64 rootfs (python -m edgebench.targets.qemu_rootfs)")
+        pytest.skip("no prepared qemu-aarch64 rootfs (python -m edgebench.hosts.qemu_rootfs)")
     profile = load_profile("qemu-aarch64")
     profile = dataclasses.replace(profile, host=dataclasses.replace(profile.host, rootfs=str(rootfs)))
     target = open_target(profile)

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.hosts import HOSTS, Host, thread_env
+from edgebench.hosts import HOSTS, Host, qemu_rootfs, thread_env
 from edgebench.hosts.local import LocalSettings
 from edgebench.hosts.qemu import QemuSettings
 from edgebench.hosts.ssh import SshHost, SshSettings
 from edgebench.runtimes import runner_files
-from edgebench.targets import qemu_rootfs
 
 # Read at import, before conftest's session fixture points EDGEBENCH_CACHE at a private folder.
 PREPARED = qemu_rootfs.default_rootfs()
@@ -43,7 +42,7 @@ def _open_ssh(request, tmp_path: Path):
 
 def _open_qemu(request, tmp_path: Path):
     if not qemu_rootfs.qemu_binary() or not qemu_rootfs.read_stamp(PREPARED):
-        pytest.skip("no prepared aarch64 rootfs (python -m edgebench.targets.qemu_rootfs)")
+        pytest.skip("no prepared aarch64 rootfs (python -m edgebench.hosts.qemu_rootfs)")
     return QemuSettings(rootfs=str(PREPARED))
 
 

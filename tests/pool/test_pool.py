@@ -146,7 +146,7 @@ def test_a_six_variant_run_through_the_pool_survives_a_killed_worker(pool, tmp_p
         again = subprocess.run([*CLI, "run", "--resume", str(run_dir), "--cluster", pool["address"], "--json"],
                                capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-3000:]
-        from edgebench.records import latest, read_records
+        from edgebench.measure.records import latest, read_records
 
         final = latest(read_records(run_dir / "records.jsonl"))
         assert len(final) == 12 and all(r["status"] == "ok" for r in final)

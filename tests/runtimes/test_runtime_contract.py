@@ -31,8 +31,8 @@ def exported(tmp_path_factory):
     """One trained TinyNet exported once per format; the eval set and torch's predictions."""
     from tiny_nets import tiny_data, trained_tiny
 
-    from edgebench.artifacts import ExportRequest
-    from edgebench.export import export_onnx
+    from edgebench.export.artifacts import ExportRequest
+    from edgebench.export.onnx import export_onnx
 
     folder = tmp_path_factory.mktemp("rt")
     data = tiny_data()
@@ -98,7 +98,7 @@ def test_every_runtime_runs_on_local(exported, name):
 @pytest.mark.qemu
 @pytest.mark.parametrize("name", ALL)
 def test_every_runtime_runs_on_emulated_aarch64(exported, name):
-    from edgebench.targets import qemu_rootfs
+    from edgebench.hosts import qemu_rootfs
 
     if qemu_rootfs.rootfs_path() is None:
         pytest.skip("the aarch64 rootfs is not prepared (edgebench targets --prepare qemu-aarch64)")
@@ -145,8 +145,8 @@ def test_a_runner_without_the_adapter_says_unavailable(tmp_path, exported):
 def test_onnxruntime_reports_the_fp16_kernels_an_armv82_core_really_runs(exported, tmp_path):
     """The same fp16 .onnx: cast back to fp32 on a Cortex-A72 (and on x86), computed in fp16
     on a Cortex-A76 — read on the device from the kernels it ran, not from the host's graph."""
-    from edgebench.export import quantize_onnx
-    from edgebench.targets import qemu_rootfs
+    from edgebench.export.onnx import quantize_onnx
+    from edgebench.hosts import qemu_rootfs
 
     if qemu_rootfs.rootfs_path() is None:
         pytest.skip("the aarch64 rootfs is not prepared (edgebench targets --prepare qemu-aarch64)")

@@ -20,7 +20,7 @@ nn = torch.nn
 
 from edgebench.device import rt_tflite, runner  # noqa: E402
 from edgebench.errors import ExportError  # noqa: E402
-from edgebench.export_tflite import SCHEMES, export_tflite, verify_tflite  # noqa: E402
+from edgebench.export.tflite import SCHEMES, export_tflite, verify_tflite  # noqa: E402
 
 pytestmark = pytest.mark.tflite
 

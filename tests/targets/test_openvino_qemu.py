@@ -20,9 +20,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgebench.measure import Measure
+from edgebench.config.measure_settings import Measure
+from edgebench.hosts import qemu_rootfs
 from edgebench.runtimes import DEVICE_DIR
-from edgebench.targets import load_profile, open_target, qemu_rootfs
+from edgebench.targets import load_profile, open_target
 
 pytestmark = pytest.mark.qemu
 N_INPUTS = 48
@@ -45,7 +46,7 @@ def models(tmp_path_factory) -> dict:
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from edgebench.export import quantize_onnx
+    from edgebench.export.onnx import quantize_onnx
     from edgebench.testing import onnx_cnn
 
     folder = tmp_path_factory.mktemp("ovq")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edgebench.config.measure_settings import Measure
 from edgebench.errors import ConfigError
-from edgebench.measure import Measure
 from edgebench.targets import list_profiles, load_profile, profile_from_table
 
 PI = """name = "pi"

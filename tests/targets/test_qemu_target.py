@@ -1,6 +1,6 @@
 """The qemu target on real qemu-aarch64-static, a real aarch64 rootfs and the real runtimes.
 
-CI installs qemu-user-static and runs `python -m edgebench.targets.qemu_rootfs` first; without
+CI installs qemu-user-static and runs `python -m edgebench.hosts.qemu_rootfs` first; without
 qemu these tests fail with what to install rather than skip, so a broken CI image shows.
 """
 
@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgebench.config.measure_settings import Measure
+from edgebench.hosts import qemu_rootfs
 from edgebench.hosts.qemu import QemuHost, QemuSettings
-from edgebench.measure import Measure
-from edgebench.targets import Target, TargetProfile, load_profile, open_target, qemu_rootfs
+from edgebench.targets import Target, TargetProfile, load_profile, open_target
 
 pytestmark = pytest.mark.qemu
 N_INPUTS = 48
-# Where `python -m edgebench.targets.qemu_rootfs` put the rootfs, read at import (collection),
+# Where `python -m edgebench.hosts.qemu_rootfs` put the rootfs, read at import (collection),
 # before conftest's session fixture points EDGEBENCH_CACHE at a private folder: the ~265 MB
 # rootfs is reused across sessions instead of rebuilt in every one.
 PREPARED = qemu_rootfs.default_rootfs()

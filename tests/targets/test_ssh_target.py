@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgebench.config.measure_settings import Measure
 from edgebench.hosts.ssh import SshHost, remote_word
-from edgebench.measure import Measure
 from edgebench.targets import Target, load_profile, open_target
 
 try:  # tests/ is on sys.path when it is not a package (pytest's default rootdir layout)

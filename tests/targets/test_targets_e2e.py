@@ -12,8 +12,9 @@ import pytest
 from conftest import write_experiment
 from sshd import loopback_sshd
 
-from edgebench.records import read_records
-from edgebench.targets import BUILTIN_PROFILE_DIR, qemu_rootfs
+from edgebench.hosts import qemu_rootfs
+from edgebench.measure.records import read_records
+from edgebench.targets import BUILTIN_PROFILE_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu, pytest.mark.ssh, pytest.mark.tflite]
 PREPARED = qemu_rootfs.default_rootfs()  # read before conftest points the cache elsewhere

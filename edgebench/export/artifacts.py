@@ -46,7 +46,7 @@ class ExportRequest:
 
 
 def _entry(path: Path, **extra: Any) -> dict:
-    from edgebench.export import artifact_sizes
+    from edgebench.export.onnx import artifact_sizes
 
     size, gz = artifact_sizes(path)
     return {"file": path.name, "size_bytes": size, "size_gzip_bytes": gz, **extra}
@@ -67,7 +67,7 @@ def _guarded(what: str, export: Callable[[], dict], log, name: str) -> dict:
 def onnx_artifact(model, request: ExportRequest, path: Path, log, name: str) -> dict:
     """The .onnx onnxruntime and OpenVINO read: the float export (already verified against
     torch) quantized to the scheme by onnxruntime's quantizer (fp16, int8 dynamic, QDQ int8)."""
-    from edgebench.export import quantize_onnx
+    from edgebench.export.onnx import quantize_onnx
 
     def export() -> dict:
         if request.float_onnx is None or not Path(request.float_onnx).is_file():
@@ -85,7 +85,7 @@ def tflite_artifact(model, request: ExportRequest, path: Path, log, name: str) -
 
     def export() -> dict:
         try:
-            from edgebench.export_tflite import export_tflite, verify_tflite
+            from edgebench.export.tflite import export_tflite, verify_tflite
         except ImportError as exc:
             raise EdgebenchError(f"unavailable: TFLite export is not installed ({exc})") from None
         export_tflite(model, request.x_test[:1], path, scheme=request.scheme, calibration=request.x_calib,

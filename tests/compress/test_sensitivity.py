@@ -10,8 +10,8 @@ from tiny_nets import state_equal, tiny_data, trained_tiny
 
 from edgebench.cli import main as cli_main
 from edgebench.compress.layers import prunable_layers
+from edgebench.compress.sensitivity import layer_sensitivity
 from edgebench.errors import ConfigError
-from edgebench.sensitivity import layer_sensitivity
 
 DATA = tiny_data()
 

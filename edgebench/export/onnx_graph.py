@@ -1,6 +1,6 @@
 """Shapes and per-node multiply-accumulates of an ONNX graph (batch 1).
 
-Shared by `edgebench.export.onnx_costs` (per graph) and `edgebench.module_map` (per module),
+Shared by `edgebench.export.onnx.onnx_costs` (per graph) and `edgebench.export.module_map` (per module),
 so the two always agree.
 """
 

@@ -6,7 +6,7 @@ A variant is measured in `[run] rounds` runner processes, interleaved with the o
 (a burst of load hits them all alike); its rounds are merged into one record, compared with the
 baseline's logits on the same target and runtime (agreement, McNemar), priced in energy and
 appended to records.jsonl as soon as it is final. With `[run] profile`, each measured record is
-also profiled per layer on the same target (edgebench.profiling) and links its profile file.
+also profiled per layer on the same target (edgebench.measure.profiling) and links its profile file.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.config import Experiment
-from edgebench.records import RecordLog, latency_summary, make_record, round_summary
+from edgebench.export.variants import BuiltVariant
+from edgebench.measure.records import RecordLog, latency_summary, make_record, round_summary
 from edgebench.runtimes import format_of
 from edgebench.runtimes import runtime as runtime_of
 from edgebench.targets import RunOptions, TargetProfile, open_target
-from edgebench.variants import BuiltVariant
 
 
 def _fidelity(logits: np.ndarray, base: np.ndarray | None) -> tuple[float | None, float | None]:
@@ -136,7 +136,7 @@ def make_measured_record(
     `labels` are the eval set's; with the baseline's logits on the same target and runtime they
     give the paired test of the variant's accuracy difference (exact McNemar).
     """
-    from edgebench.accuracy import mcnemar_p, wilson_interval
+    from edgebench.measure.accuracy import mcnemar_p, wilson_interval
 
     fmt = format_of(runtime)
     record = make_record(run_id=run_id, variant=variant.name, target=profile.name, runtime=runtime,
@@ -191,7 +191,7 @@ def make_measured_record(
 
 
 def _energy(record: dict, profile: TargetProfile) -> dict:
-    from edgebench.energy import estimate
+    from edgebench.measure.energy import estimate
 
     return estimate(record, profile.power)
 
@@ -204,7 +204,7 @@ def run_options(exp: Experiment) -> RunOptions:
 
 def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
     """Every variant on every (target, runtime); each record appended as soon as it is final."""
-    from edgebench.profiling import DEFAULT_RUNS
+    from edgebench.measure.profiling import DEFAULT_RUNS
 
     records = RecordLog(run_dir)
     base_options = run_options(exp)
@@ -237,7 +237,7 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
 def _profile(target, options: RunOptions, run_dir: Path, record: dict, runs: int, log) -> None:
     """`[run] profile`: the record's per-layer profile on the same target, right after its
     measurement (never during another's); the record links the file, or says why there is none."""
-    from edgebench.profiling import profile_on, profile_path
+    from edgebench.measure.profiling import profile_on, profile_path
 
     doc = profile_on(target, options.round(0), run_dir, record, runs)
     record["profile"] = str(profile_path(run_dir, record["variant"], record["target"], record["runtime"])

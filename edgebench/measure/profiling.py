@@ -5,12 +5,12 @@ profiling, OpenVINO performance counters; warm-up runs dropped) and answers each
 Profiling inflates the total (onnxruntime: 1.5-3x), so only the **shares** are taken from it:
 a module's time is its share of the node time times the record's clean p50, and both are
 labelled so. Nodes are mapped back to the user's modules with the map kept at export
-(`variants/<v>/modules.json`, `edgebench.module_map`); Q/DQ and layout nodes get rows of their
+(`variants/<v>/modules.json`, `edgebench.export.module_map`); Q/DQ and layout nodes get rows of their
 own. TFLite's Python interpreter has no op profiler: its per-module time is an estimate from
 each module's share of the MACs, labelled so.
 
 Used by `edgebench profile RUN_DIR` (edgebench.analyze.profile) and by `[run] profile = true`
-(edgebench.measuring), which both write `RUN/profiles/<variant>__<target>__<runtime>.json`.
+(edgebench.measure.rounds), which both write `RUN/profiles/<variant>__<target>__<runtime>.json`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def aggregate(nodes: list[dict], mapping: dict | None, p50_ms: float) -> list[di
     """Rows per module: its ops, kernels and precisions, its share of the profiled node time
     and that share of the clean p50 (ms), largest first."""
     if mapping:
-        from edgebench.module_map import attribute
+        from edgebench.export.module_map import attribute
     total = sum(n["ms"] for n in nodes) or 1.0
     rows: dict[str, dict] = defaultdict(lambda: {"ops": set(), "kernels": set(), "precisions": set(), "node_ms": 0.0})
     for node in nodes:

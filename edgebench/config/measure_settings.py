@@ -5,7 +5,7 @@ table overrides any of them for that target (a slow emulated target measures les
 result becomes the runner's arguments. The runner's own argparse defaults equal these (a test
 checks), so a runner started by hand measures the same way.
 
-    >>> from edgebench.measure import Measure
+    >>> from edgebench.config.measure_settings import Measure
     >>> options = Measure(threads=4).overridden({"min_runs": 5, "eval_limit": 100})
     >>> options.runner_args()[:4]
     ['--threads', '4', '--warmup', '20']

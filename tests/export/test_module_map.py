@@ -12,8 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgebench.export import export_onnx, onnx_costs, quantize_onnx
-from edgebench.module_map import (
+from edgebench.export.module_map import (
     COMPUTE_OPS,
     LAYOUT,
     QUANT,
@@ -21,6 +20,7 @@ from edgebench.module_map import (
     attribute,
     load_module_map,
 )
+from edgebench.export.onnx import export_onnx, onnx_costs, quantize_onnx
 
 SPECIAL = {LAYOUT, QUANT, UNATTRIBUTED}
 

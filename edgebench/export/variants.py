@@ -2,7 +2,7 @@
 
 Writes `variants/<name>/model.onnx`, `model.tflite` and `variant.json` (parent, steps, params,
 sizes, MACs, export errors, and per artifact the precision its runtime really computes in, read
-from the exported graph by `edgebench.precision`). A variant whose step or export fails is kept
+from the exported graph by `edgebench.export.precision`). A variant whose step or export fails is kept
 with its error, so its records say why; the sweep goes on.
 """
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebench.artifacts import ExportRequest
 from edgebench.config import Experiment, Variant, step_to_dict
 from edgebench.errors import EdgebenchError
-from edgebench.precision import inspect_artifact, took
+from edgebench.export.artifacts import ExportRequest
+from edgebench.export.precision import inspect_artifact, took
 from edgebench.runtimes import FORMATS, resolve
 
 # What `static_fields` copies from an artifact's inspection into every record.
@@ -106,7 +106,7 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
                   worker=None, keep=None) -> BuiltVariant:
     """Apply the steps to a copy of the baseline, export it, write variant.json.
 
-    Each format's exporter (`edgebench.runtimes.FORMATS`, `edgebench.artifacts`) makes its
+    Each format's exporter (`edgebench.runtimes.FORMATS`, `edgebench.export.artifacts`) makes its
     file. With a `worker` (export_worker.ExportWorker) a format marked `background` (TFLite)
     is exported there while the caller goes on; the variant is complete, and its variant.json
     written, after `finish()`. `keep(info)`, asked once the steps ran and the torch accuracy
@@ -114,9 +114,9 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     then kept with `pruned` and no artifact.
     """
     from edgebench.compress import StepContext
-    from edgebench.export import export_onnx, onnx_costs, verify_onnx
-    from edgebench.models import count_params
-    from edgebench.train import evaluate
+    from edgebench.export.onnx import export_onnx, onnx_costs, verify_onnx
+    from edgebench.model.factories import count_params
+    from edgebench.model.train import evaluate
 
     vdir = run_dir / "variants" / variant.name
     vdir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Reading the precision onnxruntime computes an .onnx in, from the graph it optimized.
 
-The vocabulary of the fields it returns is in `edgebench.precision`.
+The vocabulary of the fields it returns is in `edgebench.export.precision`.
 
     >>> inspect_onnx(Path("int8.onnx"), asked="int8_static")["compute_precision"]  # doctest: +SKIP
     'int8'
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgebench.precision import summarize
+from edgebench.export.precision import summarize
 
 # MAC-carrying ops -> (activation input, weight input). Names as in the optimized graph,
 # domain ignored (the NCHWc Conv is op_type "Conv" in domain com.microsoft.nchwc).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgebench import energy
+from edgebench.measure import energy
 from edgebench.targets import Power
 
 RECORD = {"macs": 1_000_000, "weight_bytes": 40_000, "precision": "fp32", "cpu_time_s": 0.5,

@@ -1,6 +1,6 @@
 """Reading the precision ai-edge-litert computes a .tflite in, from its ops and tensor types.
 
-The vocabulary of the fields it returns is in `edgebench.precision`.
+The vocabulary of the fields it returns is in `edgebench.export.precision`.
 
     >>> inspect_tflite(Path("fp16.tflite"), asked="fp16")["compute_precision"]  # doctest: +SKIP
     'fp32'
@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from edgebench.precision import summarize
+from edgebench.export.precision import summarize
 
 TFLITE_MAC_OPS = {
     **dict.fromkeys("CONV_2D DEPTHWISE_CONV_2D FULLY_CONNECTED BATCH_MATMUL CONV_3D".split(), (0, 1)),

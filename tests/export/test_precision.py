@@ -21,9 +21,9 @@ from tiny_nets import tiny_data, trained_tiny
 from torch import nn
 
 from edgebench.config import load_experiment
-from edgebench.export import export_onnx, onnx_logits, quantize_onnx
-from edgebench.precision import COMPUTE_PRECISIONS, inspect_artifact, precision_label, took
-from edgebench.variants import PRECISION_FIELDS, BuiltVariant, build_variant, load_variant
+from edgebench.export.onnx import export_onnx, onnx_logits, quantize_onnx
+from edgebench.export.precision import COMPUTE_PRECISIONS, inspect_artifact, precision_label, took
+from edgebench.export.variants import PRECISION_FIELDS, BuiltVariant, build_variant, load_variant
 
 FLOAT_EXACT = 1e-5  # relative error of float32 compute on grid weights is ~4e-7
 INSPECTION_BUDGET_S = 0.5  # per artifact; measured 1-20 ms
@@ -226,7 +226,7 @@ def test_resume_rebuilds_a_failed_variant_and_inspects_old_artifacts(onnx_files,
 def tflite_files(data, tmp_path_factory) -> dict[tuple[str, str], Path]:
     pytest.importorskip("litert_torch")
     pytest.importorskip("ai_edge_litert")
-    from edgebench.export_tflite import export_tflite
+    from edgebench.export.tflite import export_tflite
 
     folder = tmp_path_factory.mktemp("tflite")
     wanted = {"tiny": ("int8_static",), "up": ("int8_static",), "grid": ("fp32", "fp16", "int8_dynamic")}
@@ -299,7 +299,7 @@ def test_tflite_int8_static_with_an_unquantizable_op_is_mixed(tflite_files):
 
 
 def test_vocabulary_is_documented():
-    import edgebench.precision as precision
+    import edgebench.export.precision as precision
 
     for word in COMPUTE_PRECISIONS:
         assert f'``"{word}"``' in precision.__doc__

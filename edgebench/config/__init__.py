@@ -1,5 +1,10 @@
 """Experiment files: TOML read into frozen dataclasses, validated with clear errors.
 
+What the user writes, read before any stage runs: this package (the experiment file) and
+`measure_settings` (every measurement setting and its default, which a target profile's
+`[measure]` overrides). Method and runtime names are checked against the tables in
+`edgebench.registry`, so reading an experiment imports no stage.
+
     >>> exp = load_experiment("experiment.toml")      # or demo_experiment()
     >>> exp.variants[0].name
     'int8'
@@ -18,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgebench.config.measure_settings import Measure
 from edgebench.errors import ConfigError, did_you_mean
-from edgebench.measure import Measure
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEMO_PATH = Path(__file__).with_name("demo.toml")
+DEMO_PATH = Path(__file__).resolve().parent.parent / "demo.toml"
 
 
 def read_toml(path: str | Path, what: str = "file") -> dict:
@@ -131,7 +136,7 @@ class ModelConfig:
             require(Path(self.weights).expanduser().is_file(), f"weights = {self.weights!r}: file not found")
 
 
-# The model names edgebench.models registers (tests/test_structure.py checks they agree): here,
+# The model names edgebench.model.factories registers (tests/test_structure.py checks they agree): here,
 # so that an experiment naming one is validated without importing torch.
 BUILTIN_MODELS = ("demo_cnn", "mobilenet", "shufflenet", "resnet")
 BUILTIN_SOURCES = ("digits", "cluttered-digits")
@@ -216,7 +221,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class RunConfig:
     """`[run]`: where and with what to measure; the measurement settings' defaults are
-    declared once, in `edgebench.measure.Measure` (a profile's `[measure]` overrides them)."""
+    declared once, in `edgebench.config.measure_settings.Measure` (a profile's `[measure]` overrides them)."""
 
     targets: tuple[str, ...] = ("local",)
     runtimes: tuple[str, ...] = ("onnxruntime", "tflite")
@@ -228,7 +233,7 @@ class RunConfig:
     timeout_s: float = Measure.timeout_s
     rounds: int = Measure.rounds
     # Per-layer profiles during the run (`edgebench profile` after it does the same): false, true
-    # (edgebench.profiling.DEFAULT_RUNS profiled runs) or a number of profiled runs.
+    # (edgebench.measure.profiling.DEFAULT_RUNS profiled runs) or a number of profiled runs.
     profile: bool | int = False
     # A Dask scheduler (tcp://HOST:8786) whose device workers measure and whose `cpu` workers
     # build (edgebench.pool); `jobs`: a local cluster of that many build processes instead.
@@ -240,7 +245,7 @@ class RunConfig:
         require(self.profile is True or self.profile >= 0, "profile must be true, false or a number of runs >= 1")
         require(self.jobs >= 0, "jobs must be >= 0")
         require(not self.cluster or "://" in self.cluster, "cluster (--cluster or [run] cluster) must be a scheduler address like tcp://HOST:8786")
-        from edgebench.runtimes import RUNTIMES  # light: declarations only
+        from edgebench.registry import RUNTIMES  # light: declarations only
 
         for r in self.runtimes:
             choice(r, tuple(RUNTIMES.names()), "runtimes")
@@ -284,14 +289,12 @@ class Experiment:
 
 
 def step_to_dict(step: Any) -> dict:
-    from edgebench.compress import method_name
-
-    return {"method": method_name(step), **dataclasses.asdict(step)}
+    return {"method": step.method, **dataclasses.asdict(step)}
 
 
 def parse_step(table: dict, where: str) -> Any:
     # Light: method modules import torch only inside `apply`, so reading an experiment does not.
-    from edgebench.compress import METHODS
+    from edgebench.registry import METHODS
 
     if not isinstance(table, dict) or "method" not in table:
         raise ConfigError(f"{where}: a step needs a method (one of {', '.join(METHODS.names())})")
@@ -373,3 +376,16 @@ def load_experiment(path: str | Path | None = None) -> Experiment:
 
 def demo_experiment() -> Experiment:
     return load_experiment(DEMO_PATH)
+
+
+def resumed_experiment(run_dir: Path) -> Experiment:
+    """The experiment an interrupted run was started with, from its manifest."""
+    import json
+
+    from edgebench.errors import EdgebenchError
+
+    manifest = Path(run_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise EdgebenchError(f"--resume {run_dir}: not a run folder (no manifest.json)")
+    return experiment_from_dict(json.loads(manifest.read_text())["experiment"])
+

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgebench.config import Experiment, TrainConfig
-from edgebench.data import Dataset
-from edgebench.models import create_model, load_weights
+from edgebench.model.data import Dataset
+from edgebench.model.factories import create_model, load_weights
 from edgebench.paths import cache_dir
 
 # Bump when the training code changes what it produces, so caches are not reused wrongly.

@@ -66,7 +66,7 @@ def layer_sensitivity(
 
     from edgebench.compress.layers import prunable_layers
     from edgebench.config import choice
-    from edgebench.train import predict_logits
+    from edgebench.model.train import predict_logits
 
     choice(method, ("prune", "quantize"), "method")
     choice(split, SPLITS, "split")
@@ -126,9 +126,9 @@ def table(rows: list[dict]) -> str:
 
 def main(args) -> int:
     from edgebench.config import load_experiment, require
-    from edgebench.data import load_data
+    from edgebench.model.data import load_data
+    from edgebench.model.train import evaluate, train_baseline
     from edgebench.progress import Log
-    from edgebench.train import evaluate, train_baseline
 
     require(0 <= args.ratio < 1, f"--ratio {args.ratio}: must be in [0, 1)")
     require(2 <= args.bits <= 16, f"--bits {args.bits}: must be between 2 and 16")

@@ -7,13 +7,13 @@ the runner does not need. It is built without binfmt_misc, chroot, mounts, packa
 privileges, so it works in CI containers and on laptops alike:
 
 1. a separate arm64-only apt state in a temp folder lists the closure of three packages and
-   downloads it; each .deb is unpacked with `dpkg -x` (`edgebench.targets.qemu_debian`);
+   downloads it; each .deb is unpacked with `dpkg -x` (`edgebench.hosts.qemu_debian`);
 2. host pip downloads the aarch64 wheels (by platform tag) and installs them, without deps,
    into `usr/local/lib/python3.11/dist-packages`, which Debian's Python searches itself;
 3. the stdlib is precompiled with the host's Python 3.11 (same bytecode magic), so each
    emulated start does not compile it again;
 4. fake ARM `/proc/cpuinfo` and `/sys/devices/system/cpu` files (MIDR_EL1 included) go into the
-   tree, and a view per emulated core (`edgebench.targets.qemu_cpus`): onnxruntime crashes on
+   tree, and a view per emulated core (`edgebench.hosts.qemu_cpus`): onnxruntime crashes on
    import when it reads the host's x86 cpuinfo, OpenVINO segfaults without a midr_el1 file;
 5. a probe under qemu imports numpy and every runtime and must report aarch64.
 
@@ -24,7 +24,7 @@ half-built tree never counts as prepared.
     >>> rootfs_path() == rootfs
     True
 
-Also runnable: `python -m edgebench.targets.qemu_rootfs [--force]`.
+Also runnable: `python -m edgebench.hosts.qemu_rootfs [--force]`.
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from edgebench.errors import TargetError
-from edgebench.paths import cache_dir
-from edgebench.targets.qemu_cpus import CPUS, DEFAULT_CPU, make_views, qemu_root
-from edgebench.targets.qemu_debian import (  # noqa: F401  (re-exported: callers use them from here)
+from edgebench.hosts.qemu_cpus import CPUS, DEFAULT_CPU, make_views, qemu_root
+from edgebench.hosts.qemu_debian import (  # noqa: F401  (re-exported: callers use them from here)
     DEBIAN_PACKAGES,
     DEFAULT_MIRROR,
     DEFAULT_SECURITY_MIRROR,
@@ -57,6 +56,7 @@ from edgebench.targets.qemu_debian import (  # noqa: F401  (re-exported: callers
     install_packages,
     run,
 )
+from edgebench.paths import cache_dir
 
 # Bump when what goes into the tree changes, so old caches are rebuilt. 2: runtimes from the
 # registry (openvino), MIDR_EL1 files and per-core views.
@@ -345,7 +345,7 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgebench.targets.qemu_rootfs",
+    parser = argparse.ArgumentParser(prog="python -m edgebench.hosts.qemu_rootfs",
                                      description="Build the aarch64 rootfs the qemu target uses.")
     parser.add_argument("--force", action="store_true", help="rebuild even if one is ready")
     parser.add_argument("--dest", type=Path, help="where to put it (default: the edgebench cache)")

@@ -1,4 +1,4 @@
-"""edgebench.profiling: shares of measured node time scaled to the clean p50, per module; the
+"""edgebench.measure.profiling: shares of measured node time scaled to the clean p50, per module; the
 MAC-share estimate where a runtime has no op profiler, labelled; failures as documents; the
 flat rows scripts read."""
 
@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from edgebench.profiling import APPROXIMATE, _from_result, aggregate, estimate_from_macs, json_rows
+from edgebench.measure.profiling import (
+    APPROXIMATE,
+    _from_result,
+    aggregate,
+    estimate_from_macs,
+    json_rows,
+)
 
 
 def test_shares_of_node_time_are_scaled_to_the_clean_p50():

@@ -111,7 +111,7 @@ def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None 
     of the demo's three export-time quantization variants.
 
     `modules_out`: also write the JSON map of ONNX nodes to the model's module paths, with
-    MACs per module (`edgebench.module_map`), read from the metadata the file then loses.
+    MACs per module (`edgebench.export.module_map`), read from the metadata the file then loses.
     """
     import torch
 
@@ -138,7 +138,7 @@ def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None 
     if modules_out is not None:
         import onnx
 
-        from edgebench.module_map import write_module_map
+        from edgebench.export.module_map import write_module_map
 
         names = {name for name, _ in model.named_modules()}
         write_module_map(onnx.load(str(path)), modules_out, names)
@@ -267,7 +267,7 @@ def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
 
 def verify_onnx(path: Path, model, x: np.ndarray, tolerance: float = ONNX_FP32_TOLERANCE) -> float:
     """Compare a float ONNX export with torch on real inputs; ExportError if they differ."""
-    from edgebench.train import predict_logits
+    from edgebench.model.train import predict_logits
 
     ref = predict_logits(model, x)
     got = onnx_logits(path, x)
@@ -302,7 +302,7 @@ def onnx_costs(path: Path) -> dict:
     """
     import onnx
 
-    from edgebench.onnx_graph import batch1_shapes, node_macs
+    from edgebench.export.onnx_graph import batch1_shapes, node_macs
 
     model = onnx.load(str(path))
     shapes = batch1_shapes(model)

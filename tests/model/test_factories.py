@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from edgebench.errors import ConfigError, ExportError
-from edgebench.export import export_onnx, onnx_costs, verify_onnx
-from edgebench.models import MODELS, count_params, create_model, load_weights
+from edgebench.export.onnx import export_onnx, onnx_costs, verify_onnx
+from edgebench.model.factories import MODELS, count_params, create_model, load_weights
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -99,7 +99,7 @@ def test_weights_are_read_as_tensors_only(tmp_path):
     assert not marker.exists()
     # A whole pickled module is refused the same way: it names the class it would import.
     torch.save(create_model("demo_cnn", 10, 1), tmp_path / "module.pt")
-    with pytest.raises(ConfigError, match="refused: loading it would import edgebench.models.DemoCNN"):
+    with pytest.raises(ConfigError, match="refused: loading it would import edgebench.model.factories.DemoCNN"):
         load_weights(create_model("demo_cnn", 10, 1), str(tmp_path / "module.pt"))
     torch.save({"epoch": 3}, tmp_path / "no-weights.pt")
     with pytest.raises(ConfigError, match="not a state dict of tensors"):

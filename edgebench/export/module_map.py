@@ -23,7 +23,7 @@ import json
 import re
 from pathlib import Path
 
-from edgebench.onnx_graph import CONV_OPS, MATMUL_OPS, batch1_shapes, node_macs
+from edgebench.export.onnx_graph import CONV_OPS, MATMUL_OPS, batch1_shapes, node_macs
 
 LAYOUT = "(layout/convert)"
 QUANT = "(quantize/dequantize)"
