@@ -42,12 +42,14 @@ def prepare_run_dir(exp: Experiment, out: Path | None, resume: Path | None) -> t
 
 def load_run_data(exp: Experiment, log):
     """The experiment's data, split and preprocessed as declared; bad data fails here, early."""
-    from edgebench.model.data import load_data
+    from edgebench.model.train import prepare_data
 
-    log(f"data: {exp.data.source} (image_size {exp.data.image_size})")
-    data = load_data(exp.data, seed=exp.seed)
+    log(f"data: {exp.data.source} (image_size {exp.data.image_size}), task {exp.task.resolved_kind}")
+    data = prepare_data(exp, log)
+    inputs = ", ".join(f"{k} {list(v)}" for k, v in data.describe().get("inputs", {}).items()) or str(data.input_shape)
+    what = f"{data.num_classes} classes" if data.task.name in ("classify", "detect") else f"metric {data.task.metric}"
     log(f"data: {len(data.x_train)} train, {len(data.x_calib)} calibration, {len(data.x_test)} test, "
-        f"{data.num_classes} classes, input {data.input_shape}, normalize {data.normalize}")
+        f"{what}, input {inputs}, normalize {data.normalize}")
     return data
 
 

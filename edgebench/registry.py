@@ -19,6 +19,8 @@ light; a listed module that fails to import is an error, never silently skipped.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -98,10 +100,57 @@ METHODS = Registry("method", modules=(
     "edgebench.compress.compact",
 ))
 
+# Tasks (edgebench.tasks): one module per built-in task, each registering its Task class.
+TASKS = Registry("task", modules=(
+    "edgebench.tasks.classify",
+    "edgebench.tasks.regress",
+    "edgebench.tasks.anomaly",
+    "edgebench.tasks.custom",
+))
+
 # Runtimes (edgebench.runtimes): one module per runtime, each registering its `Runtime`.
 RUNTIMES = Registry("runtime", modules=(
     "edgebench.runtimes.onnxruntime",
     "edgebench.runtimes.tflite",
     "edgebench.runtimes.openvino",
 ))
+
+
+# ---- the user's own code, named "package.module:function" ------------------------------------
+
+
+def import_user_module(module_name: str):
+    """Import a user's module; the working directory counts, as with `python -m`.
+
+    The `edgebench` console script's sys.path starts with its own bin folder, not the working
+    directory, so `factory = "mynet:build"` beside the experiment would not be found otherwise.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.split(".")[0]
+        cwd = os.getcwd()
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module_name)
+
+
+def user_function(ref: str, what: str) -> Callable:
+    """The user's `"package.module:function"` (a model factory, a task's evaluate or loss), or a
+    ConfigError that says what could not be found and where edgebench looked."""
+    if ":" not in ref:
+        raise ConfigError(f'{what} {ref!r}: expected "package.module:function"')
+    module_name, fn_name = ref.split(":", 1)
+    try:
+        module = import_user_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{what} {ref!r}: cannot import {module_name!r} ({exc}); edgebench imports it like Python "
+            "does: from the working directory, an installed package, or a folder on PYTHONPATH"
+        ) from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"{what} {ref!r}: {module_name} has no callable {fn_name!r}")
+    return fn
 

@@ -126,15 +126,14 @@ def table(rows: list[dict]) -> str:
 
 def main(args) -> int:
     from edgebench.config import load_experiment, require
-    from edgebench.model.data import load_data
-    from edgebench.model.train import evaluate, train_baseline
+    from edgebench.model.train import evaluate, prepare_data, train_baseline
     from edgebench.progress import Log
 
     require(0 <= args.ratio < 1, f"--ratio {args.ratio}: must be in [0, 1)")
     require(2 <= args.bits <= 16, f"--bits {args.bits}: must be between 2 and 16")
     log = Log(quiet=args.quiet or args.json)
     exp = load_experiment(args.experiment)
-    data = load_data(exp.data, seed=exp.seed)
+    data = prepare_data(exp, log)
     model = train_baseline(exp, data, log)  # the same (cached) baseline the pipeline uses
     what = (
         f"{args.ratio:.0%} magnitude pruning"

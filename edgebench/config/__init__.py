@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebench.config.measure_settings import Measure
+from edgebench.config.task import TaskConfig
 from edgebench.errors import ConfigError, did_you_mean
 
 if sys.version_info >= (3, 11):
@@ -272,6 +273,7 @@ class Experiment:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     run: RunConfig = field(default_factory=RunConfig)
     variants: tuple[Variant, ...] = ()
     search: dict = field(default_factory=dict)  # [search]: read and checked by `edgebench search`

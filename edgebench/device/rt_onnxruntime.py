@@ -20,10 +20,10 @@ class Model:
         self.path, self.threads = path, threads
         so = self._options(ort, threads)
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.version = ort.__version__
-        batch = self.session.get_inputs()[0].shape[0]
-        self.dynamic_batch = not isinstance(batch, int)
+        self.dynamic_batch = all(not isinstance(i.shape[0], int) for i in self.session.get_inputs())
 
     @staticmethod
     def _options(ort, threads: int):
@@ -35,13 +35,18 @@ class Model:
         so.log_severity_level = 3
         return so
 
-    def timed_call(self, x):
-        """Return a zero-argument callable that runs one inference on `x`."""
-        run, feed = self.session.run, {self.input_name: x}
+    def feed(self, xs: list) -> dict:
+        """The model's inputs by name, from one array per input in the model's order."""
+        return dict(zip(self.input_names, xs))
+
+    def timed_call(self, xs: list):
+        """Return a zero-argument callable that runs one inference on `xs` (one array per input)."""
+        run, feed = self.session.run, self.feed(xs)
         return lambda: run(None, feed)
 
-    def predict(self, x):
-        return self.session.run(None, {self.input_name: x})[0]
+    def predict(self, xs: list) -> list:
+        """Every output, in the graph's order."""
+        return self.session.run(None, self.feed(xs))
 
     def _profiled(self, x, calls: int) -> tuple[list[float], list[dict]]:
         """Run `calls` inferences in a second session made like the measured one plus profiling
@@ -58,7 +63,7 @@ class Model:
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tmp, "profile")
             session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
-            run, feed, clock, wall = session.run, {self.input_name: x}, time.perf_counter_ns, []
+            run, feed, clock, wall = session.run, self.feed(x), time.perf_counter_ns, []
             for _ in range(calls):
                 t0 = clock()
                 run(None, feed)

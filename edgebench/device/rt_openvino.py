@@ -71,21 +71,26 @@ class Model:
         self.request = self.compiled.create_infer_request()
         self.tensor_type = ov.Tensor
         self.version = ov.__version__.split("-")[0]
-        self.dynamic_batch = model.inputs[0].get_partial_shape()[0].is_dynamic
+        self.dynamic_batch = all(i.get_partial_shape()[0].is_dynamic for i in model.inputs)
+        self.output_names = [next(iter(o.get_names()), f"out{k}") for k, o in enumerate(model.outputs)]
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         # Read back from the compiled model, not echoed from the request.
         self.settings = {"inference_precision": hint.to_string() if hasattr(hint, "to_string") else str(hint),
                          "inference_num_threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS"))}
 
-    def timed_call(self, x):
+    def _set_inputs(self, request, xs: list) -> None:
+        for k, x in enumerate(xs):
+            request.set_input_tensor(k, self.tensor_type(x))
+
+    def timed_call(self, xs: list):
         request = self.request
-        request.set_input_tensor(self.tensor_type(x))
+        self._set_inputs(request, xs)
         return request.infer
 
-    def predict(self, x):
-        self.request.set_input_tensor(self.tensor_type(x))
+    def predict(self, xs: list) -> list:
+        self._set_inputs(self.request, xs)
         self.request.infer()
-        return self.request.get_output_tensor(0).data.copy()
+        return [self.request.get_output_tensor(k).data.copy() for k in range(len(self.compiled.outputs))]
 
     def executed(self, x=None) -> dict:
         """The precision the compiled model computes in: its compute layers' runtime precision."""
@@ -130,7 +135,7 @@ class Model:
 
         compiled = self._core.compile_model(self._model, "CPU", {**self._config, "PERF_COUNT": True})
         request = compiled.create_infer_request()
-        request.set_input_tensor(self.tensor_type(x))
+        self._set_inputs(request, x)
 
         def totals(count: int) -> dict:  # node -> (info, µs over all `count` infers so far)
             return {p.node_name: (p, p.real_time / datetime.timedelta(microseconds=1) * count)

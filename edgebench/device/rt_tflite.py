@@ -16,14 +16,18 @@ def import_runtime():
 
 
 class Model:
-    """An ai-edge-litert interpreter; int8 inputs/outputs are (de)quantized with their params."""
+    """An ai-edge-litert interpreter; int8 inputs/outputs are (de)quantized with their params.
+
+    Inputs and outputs follow the model's signature order (litert-torch keeps the PyTorch
+    forward's argument and output order there), else the interpreter's tensor order."""
 
     def __init__(self, path: str, threads: int, options: dict | None = None):
         litert = import_runtime()
         self.interpreter = litert.Interpreter(model_path=path, num_threads=threads)
         self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.inputs = self._ordered(self.interpreter.get_input_details(), "inputs")
+        self.outputs = self._ordered(self.interpreter.get_output_details(), "outputs")
+        self.output_names = [d["name"] for d in self.outputs]
         try:
             from importlib.metadata import version
 
@@ -32,37 +36,53 @@ class Model:
             self.version = "unknown"
         self.dynamic_batch = False
 
-    def _quantize(self, x):
+    def _ordered(self, details: list, side: str) -> list:
+        signatures = self.interpreter.get_signature_list() or {}
+        if len(signatures) == 1 and len(details) > 1:
+            runner = self.interpreter.get_signature_runner(next(iter(signatures)))
+            by_index = {d["index"]: d for d in details}
+            named = runner.get_input_details() if side == "inputs" else runner.get_output_details()
+            order = [by_index.get(d["index"]) for d in named.values()]
+            if all(order) and len(order) == len(details):
+                return order
+        return details
+
+    @staticmethod
+    def _quantize(detail: dict, x):
         import numpy as np
 
-        dtype = self.input["dtype"]
-        if dtype == np.float32:
-            return x.astype(np.float32)
-        scale, zero = self.input["quantization"]
+        dtype = detail["dtype"]
+        if x.dtype == dtype:
+            return x
+        if dtype in (np.float32, np.int32, np.int64) or not detail["quantization"][0]:
+            return x.astype(dtype)  # float inputs, or token ids the converter narrowed to int32
+        scale, zero = detail["quantization"]
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
-    def _dequantize(self, y):
+    @staticmethod
+    def _dequantize(detail: dict, y):
         import numpy as np
 
-        if self.output["dtype"] == np.float32:
-            return y
-        scale, zero = self.output["quantization"]
+        if detail["dtype"] == np.float32 or not detail["quantization"][0]:
+            return y.astype(np.float32)
+        scale, zero = detail["quantization"]
         return (y.astype(np.float32) - zero) * scale
 
-    def timed_call(self, x):
-        interp, index = self.interpreter, self.input["index"]
-        xq = self._quantize(x)
+    def timed_call(self, xs: list):
+        interp = self.interpreter
+        feeds = [(d["index"], self._quantize(d, x)) for d, x in zip(self.inputs, xs)]
         set_tensor, invoke = interp.set_tensor, interp.invoke
 
         def call():
-            set_tensor(index, xq)
+            for index, xq in feeds:
+                set_tensor(index, xq)
             invoke()
 
         return call
 
-    def predict(self, x):
-        self.interpreter.set_tensor(self.input["index"], self._quantize(x))
+    def predict(self, xs: list) -> list:
+        for d, x in zip(self.inputs, xs):
+            self.interpreter.set_tensor(d["index"], self._quantize(d, x))
         self.interpreter.invoke()
-        return self._dequantize(self.interpreter.get_tensor(self.output["index"]))
-
+        return [self._dequantize(d, self.interpreter.get_tensor(d["index"])) for d in self.outputs]

@@ -7,7 +7,10 @@ and the adapter into one folder on a Raspberry Pi with no torch installed and ru
 
     python3 runner.py --model model.onnx --data inputs.npz --runtime onnxruntime --threads 1
 
-`inputs.npz` holds `x` (float32 inputs, NCHW) and optionally `y` (integer labels). The runner
+`inputs.npz` holds the model's inputs — `x` for a model with one input, or one array per input
+named in the order the model takes them by `input_names` (keys `x:<name>`) — and optionally `y`
+(integer labels of a classifier). Float inputs are fed as float32, integer inputs (token ids)
+keep their type. The runner
 works in phases and reports each on its own: importing the runtime, loading the model
 (session/interpreter creation only), the first inference, batch-1 steady state on the first
 input (warm-up, then until both `--min-runs` and `--min-seconds` are reached, at most
@@ -15,7 +18,8 @@ input (warm-up, then until both `--min-runs` and `--min-seconds` are reached, at
 load; the peak of inference alone; the peak of the accuracy pass), with the run conditions
 (clock, temperature, throttling, load) before and after timing. It prints (to stdout, or
 `--output FILE`) one JSON document with the raw latency samples, CPU time and RAPL energy of
-the timed loop, accuracy, the logits (base64 float32) and facts about the machine.
+the timed loop, accuracy (a classifier with labels), every output of the model on every input
+(`outputs`: name, shape and base64 float32 data each) and facts about the machine.
 A failure prints `{"status": "error", "error": ...}` and exits 1; a runtime that is not
 installed, or cannot run this model on this CPU, exits 3 with `"error": "unavailable: ..."`.
 An adapter that can read back what its runtime compiled adds `executed` (the precision that ran);
@@ -56,7 +60,7 @@ else:  # run as a script on a device: the helpers are staged beside this file
         wait_until_cool,
     )
 
-RUNNER_VERSION = 2
+RUNNER_VERSION = 3  # 3: several named inputs and outputs
 EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 3
 
@@ -151,20 +155,49 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
 
 
-def predict_all(model, x, batch_size: int = 64):
+def predict_all(model, xs: list, batch_size: int = 64) -> list:
+    """Every output of the model on every input: `xs` holds one array per model input (sharing
+    the first axis); batches of `batch_size` where the model takes any batch, else one by one."""
     import numpy as np
 
-    if model.dynamic_batch:
-        parts = [model.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    else:
-        parts = [model.predict(x[i : i + 1]) for i in range(len(x))]
-    return np.concatenate(parts).astype(np.float32).reshape(len(x), -1)
+    n = len(xs[0])
+    step = batch_size if model.dynamic_batch else 1
+    parts = [model.predict([x[i : i + step] for x in xs]) for i in range(0, n, step)]
+    return [np.concatenate([p[k] for p in parts]).astype(np.float32) for k in range(len(parts[0]))]
 
 
-def _first_input(path: str, np):
-    """The timing input: the first row of `x`, copied so the full array can be freed at once."""
+def read_inputs(path: str, np, rows: int | None = None) -> list:
+    """The model's inputs from the .npz, in the model's order: `x`, or `x:<name>` for each name
+    of `input_names`. Floats become float32 (what every exported graph takes), integers (token
+    ids) keep their type; `rows` keeps only the first rows, copied so the file can close."""
     with np.load(path) as data:
-        return np.ascontiguousarray(data["x"][:1], dtype=np.float32)
+        keys = [f"x:{name}" for name in data["input_names"]] if "input_names" in data.files else ["x"]
+        out = []
+        for key in keys:
+            a = data[key] if rows is None else data[key][:rows]
+            out.append(np.ascontiguousarray(a, dtype=np.float32 if a.dtype.kind == "f" else a.dtype))
+        return out
+
+
+def encode_outputs(outputs: list, names: list | None = None) -> list:
+    """The outputs as JSON: name, shape and base64 float32 data each."""
+    names = names or [f"out{k}" for k in range(len(outputs))]
+    return [{"name": str(name), "shape": list(a.shape), "dtype": "float32",
+             "b64": base64.b64encode(a.astype("float32").tobytes()).decode("ascii")}
+            for name, a in zip(names, outputs)]
+
+
+def decode_outputs(result: dict) -> list:
+    """The runner's `outputs` back as float32 arrays (the host's side of encode_outputs)."""
+    import numpy as np
+
+    return [np.frombuffer(base64.b64decode(o["b64"]), dtype=np.float32).reshape(o["shape"])
+            for o in result.get("outputs") or []]
+
+
+def _first_input(path: str, np) -> list:
+    """The timing input: the first row of each input."""
+    return read_inputs(path, np, rows=1)
 
 
 # A/B blocks last about this long: much shorter than the phases in which neighbours load the
@@ -304,17 +337,15 @@ def run(args: argparse.Namespace) -> dict:
         result["memory_note"] = "VmHWM could not be reset: inference peak includes loading"
     if not args.no_eval:
         reset_peak_rss()
+        xs = read_inputs(args.data, np, rows=args.limit or None)
         with np.load(args.data) as data:
-            x = np.ascontiguousarray(data["x"], dtype=np.float32)
             y = data["y"] if "y" in data.files else None
-        if args.limit:
-            x = x[: args.limit]
-        logits = predict_all(model, x)
-        result.update(n_eval=int(len(x)), eval_batch=64 if model.dynamic_batch else 1,
-                      peak_rss_eval_mb=peak_rss_mb(), logits_shape=list(logits.shape),
-                      logits_b64=base64.b64encode(logits.tobytes()).decode("ascii"))
-        if y is not None:
-            result["accuracy"] = float((logits.argmax(axis=1) == y[: len(x)]).mean())
+        outputs = predict_all(model, xs)
+        n = len(xs[0])
+        result.update(n_eval=int(n), eval_batch=64 if model.dynamic_batch else 1, peak_rss_eval_mb=peak_rss_mb(),
+                      outputs=encode_outputs(outputs, getattr(model, "output_names", None)))
+        if y is not None and outputs[0].ndim == 2:  # a classifier's labels: top-1 of its first output
+            result["accuracy"] = float((outputs[0].argmax(axis=1) == y[:n]).mean())
     result["peak_rss_mb"] = peak_inference  # the footprint a device needs to run the model
     result["machine"] = machine_facts()
     return result

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgebench.errors import EdgebenchError
+from edgebench.tasks.arrays import ArrayLike, Arrays
 
 TFLITE_FP32_TOLERANCE = 1e-4
 TFLITE_BROKEN_REL_ERR = 1.0  # ‖Δlogits‖ ≥ ‖logits‖: nothing of the model is left
@@ -31,8 +32,8 @@ class ExportRequest:
     the sample), calibration inputs, the quantization scheme and its options, and the float
     ONNX export every variant already has (made once, for MACs and the ONNX formats)."""
 
-    x_test: np.ndarray
-    x_calib: np.ndarray
+    x_test: ArrayLike
+    x_calib: ArrayLike
     scheme: str = "fp32"
     per_channel: bool = False
     calibration: str = "minmax"
@@ -41,8 +42,15 @@ class ExportRequest:
 
     def portable(self) -> ExportRequest:
         """The same request with only the data an exporter reads (for another process)."""
-        return ExportRequest(np.ascontiguousarray(self.x_test[:128]), np.ascontiguousarray(self.x_calib),
+        return ExportRequest(copy_rows(self.x_test[:128]), copy_rows(self.x_calib),
                              self.scheme, self.per_channel, self.calibration, self.float_onnx, self.float_onnx_rel_err)
+
+
+def copy_rows(x: ArrayLike) -> ArrayLike:
+    """A compact copy (what goes to another process), one array or several."""
+    if isinstance(x, Arrays):
+        return Arrays({k: np.ascontiguousarray(v) for k, v in x.items()})
+    return np.ascontiguousarray(x)
 
 
 def _entry(path: Path, **extra: Any) -> dict:

@@ -1,5 +1,8 @@
 """Export a variant to ONNX (one file, dynamic batch), quantize it for onnxruntime, verify it.
 
+Models are taken as they are: one input or several (`Arrays`, named as the data names them),
+any number of outputs (a tensor, a tuple, a dict), every one kept and named in the graph.
+
     >>> export_onnx(model, data.x_test[:1], Path("model.onnx"))
     >>> quantize_onnx(Path("model.onnx"), Path("int8.onnx"), "int8_static", data.x_calib)
     >>> verify_onnx(Path("model.onnx"), model, data.x_test[:64])   # raises ExportError on mismatch
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import ExportError
+from edgebench.tasks.arrays import ArrayLike, as_list, names_of
 
 ONNX_SCHEMES = ("fp32", "fp16", "int8_dynamic", "int8_static")
 # float32 exports must follow torch this closely (relative L2 error of logits).
@@ -84,7 +88,7 @@ _EXPORTED_KEEP = 4
 _MODULE_MAPS: dict[str, str] = {}  # the module map (JSON) of an export in _EXPORTED
 
 
-def _model_key(model, sample: np.ndarray) -> str:
+def _model_key(model, sample: ArrayLike) -> str:
     """A hash of what decides the exported file: module classes, structure and plain
     attributes (strides, groups...), every parameter and buffer (names, dtypes, shapes,
     values), and the input's shape and dtype."""
@@ -99,12 +103,18 @@ def _model_key(model, sample: np.ndarray) -> str:
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update((t.float() if t.dtype.is_floating_point else t).numpy().tobytes())
-    h.update(f"{sample.shape[1:]}:{sample.dtype}".encode())
+    for name, a in zip(names_of(sample), as_list(sample)):
+        h.update(f"{name}:{a.shape[1:]}:{a.dtype}".encode())
     return h.hexdigest()
 
 
-def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None = None) -> Path:
+def export_onnx(model, sample: ArrayLike, path: Path, modules_out: Path | None = None) -> Path:
     """Export `model` (not modified) to a single .onnx file with a dynamic batch dimension.
+
+    Inputs are named as the data names them ("input" for a single one), outputs "logits" for
+    a single tensor, else by the forward's dict keys or out0, out1, ... Where the exporter
+    cannot keep the batch dynamic (a model that reshapes with a batch size read as a Python
+    int), the graph takes batch 1, and every reader feeds it one sample at a time.
 
     A model exported earlier in this process with the same content is written from memory:
     the exporter is deterministic (byte-identical files, checked), and it saves ~2 s for each
@@ -115,6 +125,8 @@ def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None 
     """
     import torch
 
+    from edgebench.tasks.arrays import call, output_names, to_torch
+
     key = _model_key(model, sample)
     path.parent.mkdir(parents=True, exist_ok=True)
     if key in _EXPORTED and (modules_out is None or key in _MODULE_MAPS):
@@ -123,15 +135,18 @@ def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None 
             modules_out.write_text(_MODULE_MAPS[key])
         return path
     model = copy.deepcopy(model).eval()
-    x = torch.from_numpy(np.ascontiguousarray(sample[:1]))
+    x = to_torch(sample[:1])
+    args = x if isinstance(x, tuple) else (x,)
+    with torch.no_grad():
+        names = output_names(call(model, x))
     batch = torch.export.Dim("batch", min=1, max=4096)
+    options = dict(dynamo=True, external_data=False, input_names=names_of(sample), output_names=names, optimize=True)
     try:
         with _quiet(), _reuse_torchlib_registry():
-            torch.onnx.export(
-                model, (x,), str(path), dynamo=True, external_data=False,
-                input_names=["input"], output_names=["logits"],
-                dynamic_shapes=({0: batch},), optimize=True,
-            )  # fmt: skip
+            try:
+                torch.onnx.export(model, args, str(path), dynamic_shapes=tuple({0: batch} for _ in args), **options)
+            except Exception:  # noqa: BLE001 - a batch the model fixes: export for batch 1 instead
+                torch.onnx.export(model, args, str(path), **options)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is the variant's error
         msg = str(exc).strip().splitlines()
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {msg[0] if msg else ''}") from None
@@ -140,8 +155,8 @@ def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None 
 
         from edgebench.export.module_map import write_module_map
 
-        names = {name for name, _ in model.named_modules()}
-        write_module_map(onnx.load(str(path)), modules_out, names)
+        module_names = {name for name, _ in model.named_modules()}
+        write_module_map(onnx.load(str(path)), modules_out, module_names)
         _MODULE_MAPS[key] = modules_out.read_text()
     _strip_metadata(path)
     _EXPORTED[key] = path.read_bytes()
@@ -150,6 +165,16 @@ def export_onnx(model, sample: np.ndarray, path: Path, modules_out: Path | None 
     for old in [k for k in _MODULE_MAPS if k not in _EXPORTED]:
         del _MODULE_MAPS[old]
     return path
+
+
+def fixed_batch(path: Path) -> bool:
+    """Whether the graph's inputs take only batch 1 (the exporter could not keep it dynamic)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    dims = [i.type.tensor_type.shape.dim for i in graph.input if i.name not in initializers]
+    return any(d and d[0].HasField("dim_value") and d[0].dim_value == 1 for d in dims)
 
 
 def _strip_metadata(path: Path) -> None:
@@ -171,16 +196,18 @@ def _strip_metadata(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _calibration_reader(name: str, calibration: np.ndarray):
+def _calibration_reader(names: list[str], calibration: ArrayLike):
     from onnxruntime.quantization import CalibrationDataReader
+
+    arrays = as_list(calibration)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.rows = iter(calibration[i : i + 1] for i in range(len(calibration)))
+            self.rows = iter(range(len(arrays[0])))
 
         def get_next(self):
-            row = next(self.rows, None)
-            return None if row is None else {name: row}
+            i = next(self.rows, None)
+            return None if i is None else {name: a[i : i + 1] for name, a in zip(names, arrays)}
 
     return Reader()
 
@@ -189,7 +216,7 @@ def quantize_onnx(
     src: Path,
     dst: Path,
     scheme: str,
-    calibration: np.ndarray | None = None,
+    calibration: ArrayLike | None = None,
     per_channel: bool = False,
     method: str = "minmax",
 ) -> Path:
@@ -228,11 +255,13 @@ def quantize_onnx(
                     raise ExportError("int8_static needs calibration data")
                 pre = dst.with_suffix(".pre.onnx")
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-                name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+                graph = onnx.load(str(pre), load_external_data=False).graph
+                initializers = {i.name for i in graph.initializer}
+                names = [i.name for i in graph.input if i.name not in initializers]
                 calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                          "entropy": CalibrationMethod.Entropy}[method]  # fmt: skip
                 quantize_static(
-                    str(pre), str(dst), _calibration_reader(name, calibration),
+                    str(pre), str(dst), _calibration_reader(names, calibration),
                     quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=calib,
@@ -250,14 +279,23 @@ def quantize_onnx(
     return dst
 
 
-def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
+def onnx_outputs(path: Path, x: ArrayLike) -> list[np.ndarray]:
+    """Every output of the graph on every input (batches of 64, or one by one for a fixed batch)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i : i + 64]})[0] for i in range(0, len(x), 64)])
+    names = [i.name for i in sess.get_inputs()]
+    arrays = as_list(x)
+    step = 1 if any(isinstance(i.shape[0], int) for i in sess.get_inputs()) else 64
+    parts = [sess.run(None, {n: a[i : i + step] for n, a in zip(names, arrays)}) for i in range(0, len(arrays[0]), step)]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def onnx_logits(path: Path, x: ArrayLike) -> np.ndarray:
+    """The first output (a classifier's logits)."""
+    return onnx_outputs(path, x)[0]
 
 
 def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
@@ -265,14 +303,18 @@ def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-12))
 
 
-def verify_onnx(path: Path, model, x: np.ndarray, tolerance: float = ONNX_FP32_TOLERANCE) -> float:
-    """Compare a float ONNX export with torch on real inputs; ExportError if they differ."""
-    from edgebench.model.train import predict_logits
+def verify_onnx(path: Path, model, x: ArrayLike, tolerance: float = ONNX_FP32_TOLERANCE) -> float:
+    """Compare a float ONNX export with torch on real inputs, every output; ExportError if they
+    differ. Returns the worst output's relative error."""
+    from edgebench.model.train import predict_outputs
 
-    ref = predict_logits(model, x)
-    got = onnx_logits(path, x)
-    err = rel_err(got, ref)
-    if got.shape != ref.shape or not err <= tolerance:
+    ref = predict_outputs(model, x)
+    got = onnx_outputs(path, x)
+    if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
+        raise ExportError(f"ONNX export gives outputs {[list(g.shape) for g in got]}, torch "
+                          f"{[list(r.shape) for r in ref]} on {len(x)} test inputs")
+    err = max(rel_err(g, r) for g, r in zip(got, ref))
+    if not err <= tolerance:
         raise ExportError(
             f"ONNX export does not match torch: relative error {err:.2e} > {tolerance:.0e} on {len(x)} test inputs"
         )

@@ -1,6 +1,8 @@
-"""Export a PyTorch image classifier to a `.tflite` file with litert-torch, and check it.
+"""Export a PyTorch model to a `.tflite` file with litert-torch, and check it.
 
-Four precision schemes, each one `.tflite` file with a float32 or int8 NCHW input of batch 1:
+The model is taken as it is: one input or several (`Arrays`; the file keeps their order in its
+signature), any number of outputs. Four precision schemes, each one `.tflite` file whose
+inputs have batch 1 (layout unchanged, e.g. NCHW):
 
 - ``fp32``: plain conversion.
 - ``fp16``: weights stored as float16 and dequantized to float32 when the interpreter loads
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgebench.errors import ExportError, did_you_mean
+from edgebench.tasks.arrays import ArrayLike, as_list
 
 if TYPE_CHECKING:
     import torch
@@ -52,18 +55,18 @@ log = logging.getLogger(__name__)
 
 def export_tflite(
     model: torch.nn.Module,
-    sample: np.ndarray,
+    sample: ArrayLike,
     path: Path,
     scheme: str = "fp32",
-    calibration: np.ndarray | None = None,
+    calibration: ArrayLike | None = None,
     *,
     per_channel: bool = True,
 ) -> Path:
-    """Convert `model` (float32 NCHW in, logits out) to a `.tflite` file at `path`.
+    """Convert `model` to a `.tflite` file at `path`.
 
-    `sample` is one input of shape (1, C, H, W); the file has that static input shape.
-    `calibration` (N, C, H, W) is required for ``int8_static`` and ignored otherwise.
-    `per_channel` picks per-channel (default) or per-tensor int8 weights.
+    `sample` is one input row (batch 1; `Arrays` for several inputs); the file has those static
+    input shapes. `calibration` (rows like the sample) is required for ``int8_static`` and
+    ignored otherwise. `per_channel` picks per-channel (default) or per-tensor int8 weights.
     The model is not modified. Any failure raises `ExportError` with a one-line reason;
     a missing litert-torch raises ``ExportError("unavailable: ...")``.
 
@@ -77,17 +80,14 @@ def export_tflite(
         # overflowing outputs (measured: logits ~6e18, 8.6% top-1 agreement with torch on the
         # demo CNN); per-channel ones match torch (1.3% relative error, 100% agreement).
         per_channel = True
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    if sample.ndim != 4 or sample.shape[0] != 1:
-        raise ExportError(f"TFLite export needs a (1, C, H, W) sample, got shape {sample.shape}")
+    rows = [np.ascontiguousarray(a) for a in as_list(sample)]
+    if any(len(a) != 1 for a in rows):
+        raise ExportError(f"TFLite export needs a batch-1 sample, got shapes {[list(a.shape) for a in rows]}")
     if scheme == "int8_static":
         if calibration is None or len(calibration) == 0:
             raise ExportError("int8_static needs calibration inputs (the ONNX int8 split)")
-        calibration = np.ascontiguousarray(calibration, dtype=np.float32)
-        if calibration.shape[1:] != sample.shape[1:]:
-            raise ExportError(
-                f"calibration shape {calibration.shape[1:]} differs from sample {sample.shape[1:]}"
-            )
+        if [a.shape[1:] for a in as_list(calibration)] != [a.shape[1:] for a in rows]:
+            raise ExportError("calibration inputs differ in shape from the sample")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -102,7 +102,7 @@ def export_tflite(
         try:
             with _stage(scheme, "copying the model"):
                 model = copy.deepcopy(model).eval()
-                example = torch.from_numpy(sample)
+                example = tuple(torch.from_numpy(a) for a in rows)
             if scheme in ("fp32", "fp16"):
                 with _stage(scheme, "litert-torch conversion"):
                     edge_model = _convert_float(model, example, scheme)
@@ -117,7 +117,7 @@ def export_tflite(
     log.debug("litert-torch output:\n%s", captured.getvalue())
     for note in notes:
         log.warning("%s: %s", path.name, note)
-    _check_input_shape(path, sample.shape)
+    _check_input_shapes(path, [a.shape for a in rows])
     log.info("exported %s (%s, %d bytes) in %.1f s", path, scheme, path.stat().st_size, seconds)
     return path
 
@@ -133,7 +133,7 @@ def _stage(scheme: str, name: str) -> Iterator[None]:
         raise ExportError(f"TFLite {scheme} export failed in {name}: {_one_line(exc)}") from exc
 
 
-def _convert_float(model: torch.nn.Module, example: torch.Tensor, scheme: str) -> Any:
+def _convert_float(model: torch.nn.Module, example: tuple, scheme: str) -> Any:
     import litert_torch
 
     quant_config = None
@@ -144,14 +144,14 @@ def _convert_float(model: torch.nn.Module, example: torch.Tensor, scheme: str) -
         from litert_torch.generative.quantize import quant_recipes
 
         quant_config = quant_recipes.full_fp16_recipe()
-    return litert_torch.convert(model, (example,), quant_config=quant_config)
+    return litert_torch.convert(model, example, quant_config=quant_config)
 
 
 def _convert_pt2e(
     model: torch.nn.Module,
-    example: torch.Tensor,
+    example: tuple,
     scheme: str,
-    calibration: np.ndarray | None,
+    calibration: ArrayLike | None,
     per_channel: bool,
     notes: list[str],
 ) -> Any:
@@ -173,22 +173,18 @@ def _convert_pt2e(
         prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
         if dynamic:
             # Weight observers only record ranges once the graph has run.
-            prepared(example)
+            prepared(*example)
         else:
             step = CALIBRATION_BATCH if batched else 1
             for start in range(0, len(calibration), step):
-                prepared(torch.from_numpy(calibration[start : start + step]))
+                prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in as_list(calibration[start : start + step])))
         quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
     with _stage(scheme, "litert-torch conversion"):
-        # Converting with the batch-1 example gives a static (1, C, H, W) input tensor.
-        return litert_torch.convert(
-            quantized, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer)
-        )
+        # Converting with the batch-1 example gives static batch-1 input tensors.
+        return litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
-def _export_for_quantization(
-    model: torch.nn.Module, example: torch.Tensor, notes: list[str]
-) -> tuple[Any, bool]:
+def _export_for_quantization(model: torch.nn.Module, example: tuple, notes: list[str]) -> tuple[Any, bool]:
     """Capture `model` for PT2E; return the graph module and whether its batch is dynamic.
 
     Strict (dynamo) export first: only it records the `source_fn_stack` metadata that the
@@ -209,10 +205,10 @@ def _export_for_quantization(
         try:
             if dynamic:
                 # A batch-1 example would specialize the dimension to 1; trace with two rows.
-                args = (torch.cat([example, example]),)
-                shapes: Any = ({0: batch},)
+                args = tuple(torch.cat([t, t]) for t in example)
+                shapes: Any = tuple({0: batch} for _ in example)
             else:
-                args, shapes = (example,), None
+                args, shapes = example, None
             exported = torch.export.export(model, args, dynamic_shapes=shapes, strict=strict)
             if not strict:
                 notes.append(
@@ -225,12 +221,13 @@ def _export_for_quantization(
     raise errors[-1]
 
 
-def _check_input_shape(path: Path, shape: tuple[int, ...]) -> None:
-    """Fail now, not on the device, if the file does not take the sample's NCHW shape."""
-    interpreter = _interpreter(path)
-    got = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"])
-    if got != tuple(shape):
-        raise ExportError(f"{path.name} takes input shape {got}, expected {tuple(shape)}")
+def _check_input_shapes(path: Path, shapes: list[tuple[int, ...]]) -> None:
+    """Fail now, not on the device, if the file does not take the sample's shapes."""
+    from edgebench.device import rt_tflite
+
+    got = [tuple(int(d) for d in detail["shape"]) for detail in rt_tflite.Model(str(path), threads=1).inputs]
+    if got != [tuple(s) for s in shapes]:
+        raise ExportError(f"{path.name} takes inputs {got}, expected {[tuple(s) for s in shapes]}")
 
 
 def _interpreter(path: Path) -> Any:
@@ -246,43 +243,42 @@ def _interpreter(path: Path) -> Any:
     return interp
 
 
-def verify_tflite(path: Path, model: torch.nn.Module, inputs: np.ndarray) -> dict[str, Any]:
-    """Run `inputs` (N, C, H, W) through the `.tflite` file and through torch; compare.
+def verify_tflite(path: Path, model: torch.nn.Module, inputs: ArrayLike) -> dict[str, Any]:
+    """Run `inputs` through the `.tflite` file and through torch; compare every output.
 
-    The file runs through the runner's own `TfliteModel`, so int8 inputs/outputs are
-    (de)quantized exactly as on a target. Returns `max_abs_diff`, `logit_rel_err`
-    (‖tflite − torch‖ / ‖torch‖ over all logits), `agreement` (share of equal top-1),
-    `n`, and the file's `input_dtype` / `output_dtype`. Judging the numbers is the caller's.
+    The file runs through the runner's own adapter, so int8 inputs/outputs are (de)quantized
+    exactly as on a target. Returns `max_abs_diff`, `logit_rel_err` (‖tflite − torch‖ / ‖torch‖
+    of the worst output), `agreement` (share of equal top-1 of the first output), `n`, and
+    the file's first `input_dtype` / `output_dtype`. Judging the numbers is the caller's.
 
     >>> verify_tflite(Path("m.tflite"), model, x_test)["agreement"]  # doctest: +SKIP
     1.0
     """
-    import torch
-
     from edgebench.device import rt_tflite
     from edgebench.device.runner import predict_all
+    from edgebench.model.train import predict_outputs
 
-    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     try:
         tflite = rt_tflite.Model(str(path), threads=1)
     except ImportError as exc:
         raise ExportError(f"unavailable: ai-edge-litert is not installed ({rt_tflite.INSTALL_HINT})") from exc
-    got = predict_all(tflite, inputs)
-    reference = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        want = reference(torch.from_numpy(inputs)).numpy().astype(np.float32)
-    want = want.reshape(len(inputs), -1)
-    if got.shape != want.shape:
-        raise ExportError(f"{Path(path).name} gives logits {got.shape}, torch gives {want.shape}")
-    diff = got - want
-    norm = float(np.linalg.norm(want))
+    got = predict_all(tflite, [np.ascontiguousarray(a) for a in as_list(inputs)])
+    want = predict_outputs(copy.deepcopy(model), inputs)
+    if [g.size for g in got] != [w.size for w in want]:
+        raise ExportError(f"{Path(path).name} gives outputs {[list(g.shape) for g in got]}, torch gives "
+                          f"{[list(w.shape) for w in want]}")
+    n = len(inputs)
+    got = [g.reshape(w.shape) for g, w in zip(got, want)]
+    errors = [float(np.linalg.norm(g - w) / np.linalg.norm(w)) if np.linalg.norm(w) > 0 else float("nan")
+              for g, w in zip(got, want)]
+    first_got, first_want = got[0].reshape(n, -1), want[0].reshape(n, -1)
     return {
-        "max_abs_diff": float(np.abs(diff).max()) if diff.size else 0.0,
-        "logit_rel_err": float(np.linalg.norm(diff) / norm) if norm > 0 else float("nan"),
-        "agreement": float((got.argmax(axis=1) == want.argmax(axis=1)).mean()),
-        "n": len(inputs),
-        "input_dtype": np.dtype(tflite.input["dtype"]).name,
-        "output_dtype": np.dtype(tflite.output["dtype"]).name,
+        "max_abs_diff": max(float(np.abs(g - w).max()) if g.size else 0.0 for g, w in zip(got, want)),
+        "logit_rel_err": max(errors),
+        "agreement": float((first_got.argmax(axis=1) == first_want.argmax(axis=1)).mean()),
+        "n": n,
+        "input_dtype": np.dtype(tflite.inputs[0]["dtype"]).name,
+        "output_dtype": np.dtype(tflite.outputs[0]["dtype"]).name,
     }
 
 

@@ -116,7 +116,7 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     from edgebench.compress import StepContext
     from edgebench.export.onnx import export_onnx, onnx_costs, verify_onnx
     from edgebench.model.factories import count_params
-    from edgebench.model.train import evaluate
+    from edgebench.model.train import evaluate_on
 
     vdir = run_dir / "variants" / variant.name
     vdir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,9 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     params, nonzero = count_params(model)
     info.update(params=params, nonzero_params=nonzero, notes=ctx.notes)
     info["weight_bytes"] = params * BYTES_PER_WEIGHT[info["precision"]]
-    info["torch_accuracy"] = evaluate(model, data.x_test, data.y_test)
+    info["torch_metric"] = evaluate_on(model, data)  # the task's metric in torch, on the test split
+    if data.task.name == "classify":
+        info["torch_accuracy"] = info["torch_metric"]
     why = keep(info) if keep is not None else None
     if why:
         info.update(pruned=why, error=f"not exported: {why}")

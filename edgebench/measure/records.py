@@ -24,7 +24,7 @@ FIELDS = (
     "latency_ms", "latency_samples_ms", "latency_rounds", "rounds", "load_s", "first_inference_ms",
     "rss_after_load_mb", "peak_rss_inference_mb", "peak_rss_eval_mb", "peak_rss_mb", "cpu_time_s",
     "energy_mj", "precision", "compute_precision", "accuracy", "n_eval", "accuracy_ci95",
-    "accuracy_delta_p", "agreement", "logit_rel_err", "conditions", "machine",
+    "accuracy_delta_p", "agreement", "logit_rel_err", "metric", "fidelity", "conditions", "machine",
 )  # fmt: skip
 LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std", "min", "max", "n")
 

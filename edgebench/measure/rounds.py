@@ -3,15 +3,15 @@
     >>> records = measure_all(exp, profiles, variants, run_dir, run_id, log)
 
 A variant is measured in `[run] rounds` runner processes, interleaved with the other variants
-(a burst of load hits them all alike); its rounds are merged into one record, compared with the
-baseline's logits on the same target and runtime (agreement, McNemar), priced in energy and
+(a burst of load hits them all alike); its rounds are merged into one record, its outputs scored
+by the task and compared with the baseline's on the same target and runtime
+(edgebench.measure.outputs: metric with its paired difference, fidelity), priced in energy and
 appended to records.jsonl as soon as it is final. With `[run] profile`, each measured record is
 also profiled per layer on the same target (edgebench.measure.profiling) and links its profile file.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 from pathlib import Path
 
@@ -19,18 +19,12 @@ import numpy as np
 
 from edgebench.config import Experiment
 from edgebench.export.variants import BuiltVariant
+from edgebench.measure.outputs import EvalSet, score_outputs
 from edgebench.measure.records import RecordLog, latency_summary, make_record, round_summary
 from edgebench.runtimes import format_of
 from edgebench.runtimes import runtime as runtime_of
 from edgebench.targets import RunOptions, TargetProfile, open_target
-
-
-def _fidelity(logits: np.ndarray, base: np.ndarray | None) -> tuple[float | None, float | None]:
-    if base is None or base.shape != logits.shape:
-        return None, None
-    agreement = float((logits.argmax(1) == base.argmax(1)).mean())
-    rel = float(np.linalg.norm(logits - base) / max(np.linalg.norm(base), 1e-12))
-    return agreement, rel
+from edgebench.tasks import make_task
 
 
 def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: RunOptions, run_dir: Path, log):
@@ -129,15 +123,14 @@ def merge_conditions(rounds: list[dict]) -> dict:
 
 def make_measured_record(
     variant: BuiltVariant, profile: TargetProfile, runtime: str, result: dict, options: RunOptions, run_dir: Path,
-    run_id: str, labels: np.ndarray | None = None,
+    run_id: str, labels: EvalSet | np.ndarray | None = None,
 ) -> dict:
     """The record of one variant on one target's runtime, from the (merged) runner result.
 
-    `labels` are the eval set's; with the baseline's logits on the same target and runtime they
-    give the paired test of the variant's accuracy difference (exact McNemar).
+    `labels`: the run's EvalSet (test inputs, targets and task; a classifier's labels alone do
+    too): the outputs are scored by the task, with the paired difference from the baseline's
+    outputs on the same target and runtime (edgebench.measure.outputs).
     """
-    from edgebench.measure.accuracy import mcnemar_p, wilson_interval
-
     fmt = format_of(runtime)
     record = make_record(run_id=run_id, variant=variant.name, target=profile.name, runtime=runtime,
                          emulated=profile.emulated, **variant.static_fields(fmt))  # fmt: skip
@@ -149,20 +142,13 @@ def make_measured_record(
         return {**record, "status": "error", "error": result.get("error", "unknown runner failure"),
                 "board": result.get("board"), "worker": result.get("worker")}
     samples = result["latency_samples_ms"]
-    logits = np.frombuffer(base64.b64decode(result["logits_b64"]), dtype=np.float32).reshape(result["logits_shape"])
-    logits_dir = run_dir / "logits"
-    logits_dir.mkdir(exist_ok=True)
-    np.save(logits_dir / f"{variant.name}__{profile.name}__{runtime}.npy", logits)
-    base_path = logits_dir / f"baseline__{profile.name}__{runtime}.npy"
-    base = np.load(base_path) if base_path.exists() else None
-    agreement, rel = _fidelity(logits, base)
-    n_eval = int(result.get("n_eval") or len(logits))
-    accuracy, ci, delta_p = result.get("accuracy"), None, None
-    if accuracy is not None:
-        ci = wilson_interval(round(accuracy * n_eval), n_eval)
-    if labels is not None and base is not None and base.shape == logits.shape and variant.name != "baseline":
-        truth = labels[: len(logits)]
-        delta_p = mcnemar_p(base.argmax(1) == truth, logits.argmax(1) == truth)
+    evalset = EvalSet.of(labels) or EvalSet(make_task(), None, None)
+    try:
+        scores = score_outputs(evalset, variant.name, profile.name, runtime, result, run_dir)
+    except Exception as exc:  # noqa: BLE001 - the user's metric or an odd output: this record's error
+        return {**record, "status": "error", "error": f"scoring the outputs failed: {type(exc).__name__}: {exc}",
+                "board": result.get("board"), "worker": result.get("worker")}
+    record.update(scores)
     record.update(
         latency_ms=latency_summary(samples), latency_samples_ms=samples,
         latency_rounds=result.get("latency_rounds") or [round_summary(samples)],
@@ -171,12 +157,13 @@ def make_measured_record(
         peak_rss_inference_mb=result.get("peak_rss_inference_mb"),
         peak_rss_eval_mb=result.get("peak_rss_eval_mb"),
         peak_rss_mb=result.get("peak_rss_mb"), cpu_time_s=result.get("cpu_time_s"),
-        accuracy=accuracy, n_eval=n_eval, accuracy_ci95=list(ci) if ci else None, accuracy_delta_p=delta_p,
-        agreement=agreement, logit_rel_err=rel, eval_batch=result.get("eval_batch"),
+        eval_batch=result.get("eval_batch"),
         rapl_uj=result.get("rapl_uj"), conditions=result.get("conditions"),
         rounds=result.get("rounds", 1), measure_s=round(result.get("measure_s", 0.0), 2),
         measured_at=result.get("measured_at"), board=result.get("board"), worker=result.get("worker"),
     )  # fmt: skip
+    if record.get("accuracy") is None and result.get("accuracy") is not None:  # the runner's own top-1
+        record["accuracy"] = result["accuracy"]
     for note in ("memory_note", "peak_rss_note"):
         if result.get(note):
             record[note] = result[note]
@@ -209,8 +196,7 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
     records = RecordLog(run_dir)
     base_options = run_options(exp)
     profile_runs = DEFAULT_RUNS if exp.run.profile is True else int(exp.run.profile)
-    with np.load(run_dir / "eval.npz") as eval_set:
-        labels = eval_set["y"] if "y" in eval_set.files else None
+    evalset = EvalSet.load(run_dir, make_task(exp.task))
     plan = [(p, rt) for p in profiles for rt in exp.run.runtimes if rt in p.runtimes]
     total, count = len(plan) * len(variants), 0
     for profile, runtime in plan:
@@ -223,7 +209,7 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
         try:
             # The baseline first: the others are compared with it.
             for variant, result in measure_rounds(todo, target, runtime, options, run_dir, log):
-                record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id, labels)
+                record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id, evalset)
                 if profile_runs and record["status"] == "ok":
                     _profile(target, options, run_dir, record, profile_runs, log)
                 records.append(record)
@@ -254,5 +240,9 @@ def summarize(record: dict) -> str:
         return f"error: {record['error']}"
     lat = record["latency_ms"]
     acc = record.get("accuracy")
-    return (f"p50 {lat['p50']:.3f} ms, acc {acc * 100:.1f}%, {record['size_bytes'] / 1024:.0f} KB"
-            if acc is not None else f"p50 {lat['p50']:.3f} ms")
+    if acc is not None:
+        return f"p50 {lat['p50']:.3f} ms, acc {acc * 100:.1f}%, {record['size_bytes'] / 1024:.0f} KB"
+    metric = record.get("metric") or {}
+    if metric.get("value") is not None:
+        return f"p50 {lat['p50']:.3f} ms, {metric['name']} {metric['value']:.4g}, {record['size_bytes'] / 1024:.0f} KB"
+    return f"p50 {lat['p50']:.3f} ms"

@@ -10,16 +10,14 @@ them, plus the `[model] kwargs` table of the experiment.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from edgebench.errors import ConfigError, did_you_mean
+from edgebench.registry import user_function
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -200,35 +198,7 @@ def resolve_factory(name: str) -> Callable[..., nn.Module]:
             f"unknown model {name!r}{did_you_mean(name, MODELS)}; "
             'use a built-in name or "package.module:function"'
         )
-    module_name, fn_name = name.split(":", 1)
-    try:
-        module = _import(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"model factory {name!r}: cannot import {module_name!r} ({exc}); edgebench imports it like Python "
-            "does: from the working directory, an installed package, or a folder on PYTHONPATH"
-        ) from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"model factory {name!r}: {module_name} has no callable {fn_name!r}")
-    return fn
-
-
-def _import(module_name: str):
-    """Import a user's module; the working directory counts, as with `python -m`.
-
-    The `edgebench` console script's sys.path starts with its own bin folder, not the working
-    directory, so `factory = "mynet:build"` beside the experiment would not be found otherwise.
-    """
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        top = module_name.split(".")[0]
-        cwd = os.getcwd()
-        if exc.name != top or cwd in sys.path or "" in sys.path:
-            raise
-        sys.path.append(cwd)
-        return importlib.import_module(module_name)
+    return user_function(name, "model factory")
 
 
 def create_model(name: str, num_classes: int, in_channels: int, **kwargs) -> nn.Module:

@@ -4,6 +4,10 @@
     >>> fit(student, data, exp.train, epochs=3, loss_fn=my_loss)   # fine-tune in place
     >>> evaluate(model, data.x_test, data.y_test)
     0.983
+
+The loss is the task's (`data.task.loss`: cross-entropy for a classifier, the detector's,
+the user's own...) unless a step passes its own; inputs may be several (`Arrays`), outputs any
+tuple or dict of tensors (edgebench.tasks.arrays).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from edgebench.config import Experiment, TrainConfig
 from edgebench.model.data import Dataset
 from edgebench.model.factories import create_model, load_weights
 from edgebench.paths import cache_dir
+from edgebench.tasks.arrays import ArrayLike, call, index, outputs, targets_to_torch, to_torch
 
 # Bump when the training code changes what it produces, so caches are not reused wrongly.
 TRAIN_CODE_VERSION = 1
@@ -31,7 +36,17 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y)
+    return F.cross_entropy(outputs(call(model, x))[0], y)
+
+
+def task_loss(data: Dataset) -> LossFn:
+    """The training loss of the data's task, as a `loss(model, x, y)`."""
+    task = data.task
+
+    def loss(model: nn.Module, x, y) -> torch.Tensor:
+        return task.loss(outputs(call(model, x)), y, x)
+
+    return loss
 
 
 # The learning-rate schedules `fit` knows: "cosine" decays from lr to 0 over the whole run (the
@@ -46,7 +61,7 @@ def fit(
     cfg: TrainConfig,
     epochs: int | None = None,
     lr: float | None = None,
-    loss_fn: LossFn = cross_entropy,
+    loss_fn: LossFn | None = None,
     seed: int = 0,
     after_step: Callable[[], None] | None = None,
     params: list | None = None,
@@ -68,22 +83,24 @@ def fit(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(data.x_train)
-    y = torch.from_numpy(data.y_train)
+    loss_fn = loss_fn or task_loss(data)
+    x = to_torch(data.x_train)
+    y = targets_to_torch(data.y_train)
+    n = len(data.x_train)
     trainable = list(model.parameters()) + list(params or [])
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(trainable, lr=lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(trainable, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, (len(x) + cfg.batch_size - 1) // cfg.batch_size)
+    steps_per_epoch = max(1, (n + cfg.batch_size - 1) // cfg.batch_size)
     sched = _scheduler(opt, schedule, max(1, epochs * steps_per_epoch))
     model.train()
     for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(n, generator=gen)
         total = 0.0
-        for i in range(0, len(x), cfg.batch_size):
+        for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            loss = loss_fn(model, x[idx], y[idx])
+            loss = loss_fn(model, index(x, idx), index(y, idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -92,7 +109,7 @@ def fit(
                 after_step()
             total += loss.item() * len(idx)
         if log:
-            log(f"{label}: epoch {epoch + 1}/{epochs} loss {total / len(x):.4f}")
+            log(f"{label}: epoch {epoch + 1}/{epochs} loss {total / n:.4f}")
     model.eval()
     return model
 
@@ -155,15 +172,28 @@ def finetune(
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_outputs(model: nn.Module, x: ArrayLike, batch_size: int = 256) -> list[np.ndarray]:
+    """Every output of the torch model on every input, as float32 arrays."""
     model.eval()
-    out = [model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy()
+    parts = [outputs(call(model, to_torch(x[i : i + batch_size]))) for i in range(0, len(x), batch_size)]
+    return [torch.cat([p[k] for p in parts]).float().numpy() for k in range(len(parts[0]))]
 
 
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of the torch model."""
-    return float((predict_logits(model, x).argmax(1) == y).mean())
+def predict_logits(model: nn.Module, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
+    """The first output (a classifier's logits)."""
+    return predict_outputs(model, x, batch_size)[0]
+
+
+def evaluate(model: nn.Module, x: ArrayLike, y, task=None) -> float:
+    """The torch model's score on (x, y): top-1 accuracy, or the metric of `task`."""
+    if task is None or task.name == "classify":
+        return float((predict_logits(model, x).argmax(1) == y).mean())
+    return task.value(task.prepare(predict_outputs(model, x), y, x))
+
+
+def evaluate_on(model: nn.Module, data: Dataset) -> float:
+    """The torch model's score on the test split, by the data's task."""
+    return evaluate(model, data.x_test, data.y_test, data.task)
 
 
 def baseline_key(exp: Experiment, data: Dataset) -> str:
@@ -181,7 +211,52 @@ def baseline_key(exp: Experiment, data: Dataset) -> str:
 
 def build_model(exp: Experiment, data: Dataset) -> nn.Module:
     torch.manual_seed(exp.seed)
-    return create_model(exp.model.factory, data.num_classes, data.input_shape[0], **exp.model.kwargs)
+    shape = data.input_shape
+    in_channels = shape[0] if len(shape) >= 2 else 1
+    return create_model(exp.model.factory, data.num_classes, in_channels, **exp.model.kwargs)
+
+
+def _forward_error(model: nn.Module, x: ArrayLike) -> str | None:
+    """Why the model cannot take two samples of `x`, or None when it can."""
+    try:
+        with torch.no_grad():
+            outputs(call(model.eval(), to_torch(x[:2])))
+    except Exception as exc:  # noqa: BLE001 - the user's model: any failure is the answer
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return None
+
+
+def prepare_data(exp: Experiment, log: Callable[[str], None] = print) -> Dataset:
+    """The experiment's data for its task, shaped as its model takes it.
+
+    Arrays are the user's, as they are; the one exception is a missing channel axis: when the
+    model cannot take the samples as given and they are 2-D images or frames (N x H x W, e.g.
+    a .npz of grayscale digits or spectrogram frames for a Conv2d), it gets them as
+    N x 1 x H x W — decided by trying the model on two samples, so a Conv1d net on (N, 1, L)
+    signals or an MLP on (N, H, W) keeps its arrays. A model that takes neither is a config
+    error naming why, before any training.
+    """
+    from edgebench.errors import ConfigError
+    from edgebench.model.data import load_data
+    from edgebench.tasks import make_task
+
+    data = load_data(exp.data, seed=exp.seed, task=make_task(exp.task))
+    why = _forward_error(build_model(exp, data), data.x_train)
+    if why is None:
+        return data
+    x = data.x_train
+    if not isinstance(x, np.ndarray) or x.ndim != 3 or x.dtype.kind != "f":
+        raise ConfigError(f"model {exp.model.factory!r} cannot take the data's inputs of shape {list(data.input_shape)} "
+                          f"per sample: {why}")
+    import dataclasses
+
+    with_axis = dataclasses.replace(data, x_train=x[:, None], x_calib=data.x_calib[:, None], x_test=data.x_test[:, None])
+    again = _forward_error(build_model(exp, with_axis), with_axis.x_train)
+    if again is not None:
+        raise ConfigError(f"model {exp.model.factory!r} cannot take the data's inputs of shape {list(data.input_shape)} "
+                          f"per sample ({why}), nor with a channel axis added ({again})")
+    log(f"data: the model takes 1 x {' x '.join(map(str, data.input_shape))} samples: a channel axis added")
+    return with_axis
 
 
 def train_baseline(exp: Experiment, data: Dataset, log: Callable[[str], None] = print) -> nn.Module:
