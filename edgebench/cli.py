@@ -23,12 +23,13 @@ COMMANDS = {
     "report": ("edgebench.analyze.report", "redraw plots and reports from a run's records", "add_arguments", "main"),
     "check": ("edgebench.analyze.check", "regression gate: exit 0 pass, 1 regression, 2 bad input", "add_arguments", "main"),
     "compare": ("edgebench.analyze.compare", "side-by-side table of two runs", "add_arguments", "main"),
-    "profile": ("edgebench.analyze.profile", "per-layer time on a target, mapped to PyTorch modules; diff two variants",
-                "add_arguments", "main"),
+    "profile": ("edgebench.pool.profile", "per-layer time on a target, mapped to PyTorch modules; diff two variants",
+                "add_arguments", "main"),  # edgebench.analyze.profile, and --cluster: on the board that measured it
     "targets": ("edgebench.targets.command", "list target profiles and whether each is usable now", "add_arguments", "main"),
     "search": ("edgebench.search.command", "search compression chains for the best variant within budgets, measured on the target",
                "add_arguments", "main"),
     "worker": ("edgebench.pool.worker", "serve one device to a Dask scheduler (edgebench run --cluster)", "add_arguments", "main"),
+    "pool": ("edgebench.pool.command", "the device pool's certificates (edgebench pool certs DIR)", "add_arguments", "main"),
     "sensitivity": ("edgebench.compress.sensitivity", "accuracy drop per layer when only that layer is pruned/quantized", "add_arguments", "main"),
 }
 
@@ -39,8 +40,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtimes", help="comma-separated runtimes, e.g. onnxruntime,openvino (overrides the experiment)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for run folders (default: results)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run, skipping what is done")
-    p.add_argument("--cluster", metavar="tcp://HOST:PORT", help="measure (and build) on a Dask pool of device workers")
-    p.add_argument("--jobs", type=int, metavar="N", help="build variants in N local worker processes (Dask)")
+    from edgebench.pool import add_pool_arguments
+
+    add_pool_arguments(p)
     p.add_argument("--dashboard", action="store_true", help="print the Dask dashboard's address")
 
 
@@ -71,12 +73,9 @@ def run_command(args) -> int:
         exp = load_experiment(args.experiment)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()] if args.runtimes else None
-    if args.cluster or args.jobs is not None:
-        import dataclasses
+    from edgebench.pool import with_pool_arguments
 
-        run = dataclasses.replace(exp.run, cluster=args.cluster or exp.run.cluster,
-                                  jobs=exp.run.jobs if args.jobs is None else args.jobs)
-        exp = dataclasses.replace(exp, run=run)  # checked as the file's [run] is
+    exp = with_pool_arguments(exp, args)
     run_dir = run_experiment(exp, targets=targets, out=args.out, resume=args.resume, log=_log(args), runtimes=runtimes,
                              dashboard=args.dashboard)
     records = read_records(run_dir / "records.jsonl")

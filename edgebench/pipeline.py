@@ -125,7 +125,8 @@ def run_experiment(
         if exp.run.cluster or exp.run.jobs:
             from edgebench.pool import Pool
 
-            pool = stack.enter_context(Pool.open(exp.run.cluster, exp.run.jobs, log, dashboard))
+            pool = stack.enter_context(Pool.open(exp.run.cluster, exp.run.jobs, log, dashboard, exp.run.tls,
+                                                 exp.run.insecure))
         if exp.run.cluster:  # the devices are the pool's workers (each checked its device as it started)
             pool_targets = pool.resolve(exp.run.targets)
             profiles = [t.profile for t in pool_targets]
@@ -143,9 +144,6 @@ def run_experiment(
             if pool_targets is not None:
                 from edgebench.pool.measure import measure_with_pool
 
-                if exp.run.profile:
-                    log("[run] profile: not taken through the pool yet; run `edgebench profile RUN_DIR` "
-                        "with the board's profile after the run")
                 measure_with_pool(pool, exp, pool_targets, variants, run_dir, run_id, log)
             else:
                 measure_all(exp, profiles, variants, run_dir, run_id, log)

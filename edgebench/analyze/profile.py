@@ -7,6 +7,7 @@ and the report's section.
     $ edgebench profile results/RUN --variant slim50 --target local --runtime onnxruntime
     $ edgebench profile results/RUN --variant slim50 --against baseline     # what changed where
     $ edgebench profile results/RUN --json    # rows {variant, target, runtime, module, op_types, time_ms, ...}
+    $ edgebench profile results/RUN --cluster tls://SCHED:8786 --tls certs/   # on the pool's boards
 
 Each profile is written to `RUN/profiles/<variant>__<target>__<runtime>.json`.
 """
@@ -54,9 +55,11 @@ def _chosen(records: list[dict], args) -> list[dict]:
     return out
 
 
-def profile_record(run_dir: Path, record: dict, manifest: dict, runs: int, targets: dict) -> dict:
+def profile_record(run_dir: Path, record: dict, manifest: dict, runs: int, targets: dict, opener=None) -> dict:
     """Profile one record's artifact on its target, opened from the run's manifest (and kept
-    open in `targets` for the next record); the profile document (also written to disk)."""
+    open in `targets` for the next record); the profile document (also written to disk).
+    `opener(profile, record)`, when given, opens the target instead (the device pool's: the
+    board that measured the record, edgebench.pool.profile)."""
     from edgebench.analyze.remeasure import manifest_profiles, run_options
     from edgebench.measure.profiling import profile_on, write
     from edgebench.targets import open_target
@@ -68,9 +71,10 @@ def profile_record(run_dir: Path, record: dict, manifest: dict, runs: int, targe
                "p50_ms": float(record["latency_ms"]["p50"]), "emulated": bool(record.get("emulated")),
                "status": "error", "error": f"target {name}: {profile or 'not in the manifest'}"}
         return write(run_dir, doc)
-    if name not in targets:
-        targets[name] = open_target(profile)
-    return profile_on(targets[name], run_options(manifest, profile, 1.0), run_dir, record, runs)
+    where = (name, record.get("board")) if opener else name
+    if where not in targets:
+        targets[where] = opener(profile, record) if opener else open_target(profile)
+    return profile_on(targets[where], run_options(manifest, profile, 1.0), run_dir, record, runs)
 
 
 def diff(doc: dict, reference: dict) -> list[dict]:
@@ -114,7 +118,7 @@ def _diff_table(doc: dict, reference: dict, top: int) -> str:
             + format_table(rows, ["module", f"{reference['variant']} ms", f"{doc['variant']} ms", "change ms"]))
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, opener=None) -> int:
     run_dir = Path(args.run_dir)
     if args.runs < 1:
         raise ConfigError("--runs must be at least 1")
@@ -128,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         for record in chosen:
             key = (record["variant"], record["target"], record["runtime"])
-            done[key] = doc = profile_record(run_dir, record, manifest, args.runs, targets)
+            done[key] = doc = profile_record(run_dir, record, manifest, args.runs, targets, opener)
             failed += doc.get("status") != "ok"
             if not getattr(args, "json", False):
                 print(_table(doc, args.top) + "\n")
@@ -137,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
                 ref_key = (ref_name, record["target"], record["runtime"])
                 if ref_name and ref_key in by_key and ref_name != record["variant"]:
                     if ref_key not in done:
-                        done[ref_key] = profile_record(run_dir, by_key[ref_key], manifest, args.runs, targets)
+                        done[ref_key] = profile_record(run_dir, by_key[ref_key], manifest, args.runs, targets, opener)
                     if done[ref_key].get("status") == "ok" and not getattr(args, "json", False):
                         print(_diff_table(doc, done[ref_key], args.top) + "\n")
     finally:

@@ -240,12 +240,14 @@ class RunConfig:
     # build (edgebench.pool); `jobs`: a local cluster of that many build processes instead.
     cluster: str = ""
     jobs: int = 0
+    tls: str = ""  # a folder from `edgebench pool certs` (ca.pem, client.pem, client.key): a tls:// cluster
+    insecure: bool = False  # allow a plain tcp:// cluster off loopback (edgebench.pool.security)
 
     def __post_init__(self):
         require(self.rounds >= 1, "rounds must be >= 1")
         require(self.profile is True or self.profile >= 0, "profile must be true, false or a number of runs >= 1")
         require(self.jobs >= 0, "jobs must be >= 0")
-        require(not self.cluster or "://" in self.cluster, "cluster (--cluster or [run] cluster) must be a scheduler address like tcp://HOST:8786")
+        require(not self.cluster or "://" in self.cluster, "cluster (--cluster or [run] cluster) must be a scheduler address like tls://HOST:8786")
         from edgebench.registry import RUNTIMES  # light: declarations only
 
         for r in self.runtimes:

@@ -17,7 +17,7 @@ def build_with_pool(pool, exp, todo, baseline, data, run_dir: Path, formats: set
 
     from edgebench.pool.jobs import build
 
-    client = pool.client
+    client = pool.builder()
     log(f"building {len(todo)} variants on {pool.cpu_workers()} pool workers")
     shared = client.scatter([exp, baseline.state_dict(), data], broadcast=True)
     futures = {client.submit(build, shared[0], variant, shared[1], shared[2], str(Path(run_dir).resolve()), formats,

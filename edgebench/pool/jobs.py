@@ -68,11 +68,12 @@ def measure_round(artifact: tuple, eval_set: tuple, runtime: str, options, extra
     return result
 
 
-def build(exp, variant, baseline_state: dict, data, run_dir: Path, formats: set[str]):
+def build(exp, variant, baseline_state: dict, data, run_dir: Path, formats: set[str], keep=None):
     """Build one variant in a worker process (one torch thread: the workers share the cores).
     The baseline travels as its state dict (tensors) and is rebuilt here from the experiment's
     model factory: a pickled module can lose what compression needs (torch-pruning's weak
-    references). Returns (BuiltVariant, its log lines)."""
+    references). `keep` is build_variant's (the search's torch-accuracy floor). Returns
+    (BuiltVariant, its log lines)."""
     import torch
 
     from edgebench.export.variants import build_variant
@@ -83,5 +84,5 @@ def build(exp, variant, baseline_state: dict, data, run_dir: Path, formats: set[
     baseline.load_state_dict(baseline_state)
     baseline.eval()
     lines: list[str] = []
-    built = build_variant(exp, variant, baseline, data, Path(run_dir), formats, lines.append)
+    built = build_variant(exp, variant, baseline, data, Path(run_dir), formats, lines.append, keep=keep)
     return built, lines

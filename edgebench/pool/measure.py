@@ -11,6 +11,11 @@ Faults: a worker that dies mid-job has its job rescheduled by Dask on another wo
 token (another board of the class); a job whose token no live worker holds any more becomes an
 error record naming the lost board; a board whose device stops answering is retired from the
 pool for the rest of the run, its reason kept in the manifest (`pool.removed`) for the report.
+
+`[run] profile`: a measured record's per-layer profile is one more job on its target's token
+(the board it names, or one of its class), urgent so it runs next there; the record is appended
+once its profile is in, linking the file as the in-process run does. It never overlaps another
+measurement: the worker has one thread and the token.
 """
 
 from __future__ import annotations
@@ -24,26 +29,30 @@ import numpy as np
 LOST_GRACE_S = 10.0  # a token with no live worker this long: its queued jobs are lost
 STATUS_EVERY_S = 15.0
 CHECK_EVERY_S = 1.0  # how often the client looks for tokens no live worker holds
+PROFILE = "profile"  # the round index of a profile job in the loop's bookkeeping
 
 
 def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, log):
     from distributed import as_completed
 
+    from edgebench.measure.profiling import DEFAULT_RUNS
     from edgebench.measure.records import RecordLog, update_manifest
+    from edgebench.measure.rounds import _profile as link_profile
     from edgebench.measure.rounds import make_measured_record, merge_rounds, run_options, summarize
     from edgebench.pool.jobs import blob, measure_round
     from edgebench.runtimes import format_of
 
     records = RecordLog(run_dir)
     base = run_options(exp)
+    profile_runs = DEFAULT_RUNS if exp.run.profile is True else int(exp.run.profile)
     with np.load(run_dir / "eval.npz") as eval_set:
         labels = eval_set["y"] if "y" in eval_set.files else None
     eval_blob = pool.client.scatter(blob(run_dir / "eval.npz"), broadcast=True)
     by_name = {v.name: v for v in variants}
     job_retried: dict[tuple, str] = {}  # (key, round) -> the board it was first sent to
 
-    def submit(job, key, t, index):
-        return pool.client.submit(measure_round, *job, resources={t.resource: 1}, pure=False,
+    def submit(job, key, t, index, priority=0):
+        return pool.client.submit(measure_round, *job, resources={t.resource: 1}, pure=False, priority=priority,
                                   key=f"measure-{key[0]}-{t.name}-{key[2]}-r{index}-{time.time_ns()}")
 
     plan = [(t, rt) for t in targets for rt in exp.run.runtimes if rt in t.profile.runtimes]
@@ -85,30 +94,50 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
         retried = [r["retried_after"] for r in rounds if r.get("retried_after")]
         if retried:  # rounds first sent to a board that stopped answering, measured on another
             record["retried_after"] = retried
+        if profile_runs and record["status"] == "ok":  # appended when its profile is in
+            artifact, _ = by_name[name].artifact(format_of(rt))
+            job = (blobs[artifact], eval_blob, rt, options.round(0), ["--profile-runs", str(profile_runs)])
+            fut = submit(job, key, profiles[tname], PROFILE, priority=1)
+            futures[fut.key], meta[fut.key] = fut, (key, profiles[tname], options, PROFILE, record)
+            done.add(fut)
+            return
+        publish(record)
+
+    def publish(record):
+        nonlocal count
+        name, tname, rt = key = (record["variant"], record["target"], record["runtime"])
         records.append(record)
         count += 1
         log(f"[{count}/{total}] {tname} {rt} {name} on {record.get('board') or '?'}: {summarize(record)}")
         if name == "baseline":
-            pending_baseline.discard((tname, rt))
-            for args in [h for h in held if h[0][1:] == (tname, rt)]:
+            pending_baseline.discard(key[1:])
+            for args in [h for h in held if h[0][1:] == key[1:]]:
                 held.remove(args)
                 finish(*args)
 
+    done = as_completed(list(futures.values()), with_results=False)
     for key, options in missing:
         finish(key, options)
-    done = as_completed(list(futures.values()), with_results=False)
     lost_since: dict[str, float] = {}
     finished: dict[str, int] = defaultdict(int)  # rounds answered per target
     last_status = last_check = time.monotonic()
     while futures:
         batch = done.next_batch(block=False)
         for fut in batch:
+            if fut.key not in meta:  # cancelled below (its token had no live worker): recorded there
+                continue
             key, t, options, index, job = meta.pop(fut.key)
             futures.pop(fut.key, None)
             try:
                 result = fut.result()
             except Exception as exc:  # noqa: BLE001 - KilledWorker and the like: this job's record says so
                 result = {"status": "error", "error": f"lost: {type(exc).__name__}: {exc}", "measure_s": 0.0}
+            if index == PROFILE:  # `job` is the record waiting for its profile
+                if result.get("unreachable") and result.get("board") not in pool.removed:
+                    _retire(pool, result, update_manifest, run_dir, log)
+                link_profile(Answered(result), options, run_dir, job, profile_runs, log)
+                publish(job)
+                continue
             if result.get("unreachable"):
                 if result.get("board") not in pool.removed:
                     _retire(pool, result, update_manifest, run_dir, log)
@@ -144,6 +173,12 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
                 futures.pop(fkey)
                 meta.pop(fkey)
                 why = pool.removed.get(t.name) or "its worker died or left the pool"
+                if index == PROFILE:
+                    link_profile(Answered({"status": "error", "error": f"lost: no worker holding {t.resource} "
+                                                                        f"is left ({why})"}), options, run_dir, _job,
+                                 profile_runs, log)
+                    publish(_job)
+                    continue
                 results[key].append((index, {"status": "error", "measure_s": 0.0,
                                              "error": f"lost: no worker holding {t.resource} is left ({why}); "
                                                       "--resume retries it"}))
@@ -159,15 +194,20 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
     return records
 
 
+class Answered:
+    """A target whose `measure` answers a runner result a pool job already took (a profile job:
+    it ran on the board; its document is made here, by edgebench.measure.profiling)."""
+
+    def __init__(self, result: dict):
+        self.result = result
+
+    def measure(self, *_args, **_kwargs) -> dict:
+        return self.result
+
+
 def _retire(pool, result: dict, update_manifest, run_dir: Path, log) -> None:
-    board = result["board"]
-    pool.removed[board] = result["unreachable"]
-    log(f"pool: board {board} is unreachable ({result['unreachable'][:160]}): out of the pool for this run")
+    pool.retire(result, log)
     update_manifest(run_dir, pool={"removed": dict(pool.removed)})
-    try:
-        pool.client.retire_workers(workers=[result["worker"]], close_workers=True)
-    except Exception:  # noqa: BLE001 - already gone
-        pass
 
 
 def _status(pool, futures: dict, meta: dict, finished: dict) -> str:

@@ -1,4 +1,8 @@
-"""`edgebench search EXPERIMENT --target T --runtime R --max-drop PT --minimize latency --trials N`."""
+"""`edgebench search EXPERIMENT --target T --runtime R --max-drop PT --minimize latency --trials N`.
+
+With `--cluster tls://SCHED:8786 --tls DIR` (or `[run] cluster`/`tls`) `--target` names a board
+or a class of the device pool and the trials are measured there (edgebench.search.study).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop once N trials were measured on the device (pruned and reused trials cost none)")
     p.add_argument("--out", type=Path, default=Path("results"), help="folder for run folders (default: results)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a killed search's study")
+    from edgebench.pool import add_pool_arguments
+
+    add_pool_arguments(p)
 
 
 def resolve(args, exp) -> tuple:
@@ -64,6 +71,7 @@ def resolve(args, exp) -> tuple:
 
 def main(args: argparse.Namespace) -> int:
     from edgebench.config import load_experiment, resumed_experiment
+    from edgebench.pool import with_pool_arguments
     from edgebench.progress import Log
 
     log = Log(quiet=args.quiet or args.json)
@@ -73,13 +81,13 @@ def main(args: argparse.Namespace) -> int:
         manifest_path = args.resume / "manifest.json"
         if not manifest_path.is_file() or "search" not in json.loads(manifest_path.read_text()):
             raise ConfigError(f"--resume {args.resume}: not a search run folder (no search in manifest.json)")
-        exp = resumed_experiment(args.resume)
+        exp = with_pool_arguments(resumed_experiment(args.resume), args)
         settings = settings_of(json.loads(manifest_path.read_text()))
         if args.trials is not None or args.max_minutes is not None:
             settings = dataclasses.replace(settings, trials=args.trials or settings.trials,
                                            max_minutes=args.max_minutes or settings.max_minutes)
     else:
-        settings, exp = resolve(args, load_experiment(args.experiment))
+        settings, exp = resolve(args, with_pool_arguments(load_experiment(args.experiment), args))
     out = run_search(exp, settings, args.out, args.resume, log)
     if args.json:
         print(json.dumps(out))
@@ -89,6 +97,21 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        pool, target = None, None
+        if exp.run.cluster or exp.run.jobs:
+            from edgebench.pool import Pool
+
+            pool = stack.enter_context(Pool.open(exp.run.cluster, exp.run.jobs, log, False, exp.run.tls,
+                                                 exp.run.insecure))
+        if exp.run.cluster:  # a board or a class of the pool (each worker checked its device as it started)
+            (target,) = pool.resolve([settings.target])
+        return _search(exp, settings, out, resume, log, pool, target)
+
+
+def _search(exp, settings, out: Path, resume: Path | None, log, pool, pool_target) -> dict:
     from edgebench.config import Variant
     from edgebench.export.variants import build_variant, load_variant
     from edgebench.measure.records import update_manifest, write_manifest
@@ -103,12 +126,13 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
     from edgebench.search.study import Search, open_study, settings_dict, summary
     from edgebench.targets import load_targets, open_target
 
-    (profile,) = load_targets([settings.target])
+    (profile,) = [pool_target.profile] if pool_target else load_targets([settings.target])
     if settings.runtime not in profile.runtimes:
         raise ConfigError(f"target {profile.name!r} does not list runtime {settings.runtime!r} "
                           f"(it has {', '.join(profile.runtimes)})")
     _optuna()
-    check_targets([profile], (settings.runtime,), log)
+    if pool_target is None:
+        check_targets([profile], (settings.runtime,), log)
     data = load_run_data(exp, log)
     run_dir, run_id, exp = prepare_run_dir(exp, out, resume)
     log(f"search {run_id}: {run_dir}")
@@ -118,9 +142,16 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
                            targets=[dataclasses.asdict(profile)], data=data.describe())
         data.save_eval(run_dir / "eval.npz")
         baseline = baseline_model(exp, data, run_dir, log)
-        target = open_target(profile)
+        if pool_target is not None:
+            from edgebench.pool.remote import RemoteTarget
+
+            target = RemoteTarget.of(pool, pool_target, run_dir, log)
+            log(f"search on the pool: {pool_target.name} ({', '.join(pool_target.boards)}), "
+                f"{len(pool_target.boards)} trial(s) at a time")
+        else:
+            target = open_target(profile)
         try:
-            search = Search(exp, settings, data, baseline, target, profile, run_dir, run_id, log)
+            search = Search(exp, settings, data, baseline, target, profile, run_dir, run_id, log, pool)
             base = load_variant(run_dir, "baseline") or build_variant(
                 exp, Variant("baseline"), baseline, data, run_dir, {format_of(settings.runtime)}, log)
             search.base_torch = base.info["torch_accuracy"]
@@ -136,11 +167,14 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
                 search.base_record = record
             log(f"baseline on {profile.name}/{settings.runtime}: p50 {search.base_record['latency_ms']['p50']:.4g} ms, "
                 f"accuracy {search.base_record['accuracy'] * 100:.1f}%")
-            study = open_study(run_dir, settings, log)
+            parallel = len(pool_target.boards) if pool_target else 1  # one trial per board at a time
+            if parallel > 1:
+                _load_registries()
+            study = open_study(run_dir, settings, log, parallel > 1)
             remaining = None if settings.trials is None else max(0, settings.trials - len(study.trials))
             if remaining != 0:
                 study.optimize(search.objective, n_trials=remaining, catch=(RuntimeError,), callbacks=[search.enough],
-                               timeout=settings.max_minutes * 60 if settings.max_minutes else None)
+                               timeout=settings.max_minutes * 60 if settings.max_minutes else None, n_jobs=parallel)
             result = summary(study, search, run_dir)  # re-measures the top candidates: the target is still open
         finally:
             target.close()
@@ -157,6 +191,20 @@ def run_search(exp, settings, out: Path, resume: Path | None, log) -> dict:
     write_search_section(run_dir)
     write_reports(run_dir, log=log)
     return result
+
+
+def _load_registries() -> None:
+    """Fill every registry (methods, runtimes, ...) before trials run in threads: a registry
+    fills itself on first use, and a thread looking while another fills it saw a partial table
+    ("unknown method 'quantize' (valid: prune)")."""
+    import contextlib
+
+    from edgebench import registry
+
+    for table in vars(registry).values():
+        if isinstance(table, registry.Registry):
+            with contextlib.suppress(Exception):  # a table that cannot load says so when it is used
+                len(table)
 
 
 def _optuna() -> None:
@@ -181,7 +229,7 @@ def render(out: dict) -> str:
               f"accuracy {m['accuracy'] * 100:.1f}% (drop {m['accuracy_drop_pt']:+.2f} pt)",
               "  margins: " + ", ".join(f"{k} {v:+.4g}" for k, v in best["margins"].items())]
     if best["variant"] in confirmed and "baseline" in confirmed:
-        lines.append(f"  measured again with the other top candidates: p50 {confirmed[best['variant']]:.4g} ms against "
+        lines.append(f"  measured again with the other top candidates{' on ' + out['confirmed_on'] if out.get('confirmed_on') else ''}: p50 {confirmed[best['variant']]:.4g} ms against "
                      f"the baseline's {confirmed['baseline']:.4g} ms ({confirmed[best['variant']] / confirmed['baseline']:.2f}x); "
                      + ", ".join(f"{n} {v:.4g}" for n, v in confirmed.items() if n not in (best["variant"], "baseline")))
     key = {"latency": "p50_ms", "size": "size_bytes", "energy": "energy_mj"}[out["minimize"][0]]

@@ -1,9 +1,17 @@
-"""The search loop: an Optuna study whose trials are variants measured on the target."""
+"""The search loop: an Optuna study whose trials are variants measured on the target.
+
+On the device pool (`--cluster`) the target is an edgebench.pool.remote.RemoteTarget: a trial's
+rounds are jobs on the target's board, or spread over its class, and as many trials run at once
+as the target has boards (Optuna's threads; TPE with a constant liar so parallel trials differ).
+Builds go to the pool's `cpu` workers or the local `--jobs` processes, else run here one at a
+time. The confirmation round runs on one board, so the p50s it compares come from one device.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +24,7 @@ STUDY = "search"
 CONFIRM_TOP = 3  # the fastest trials within budgets measured again, together, before naming the best
 
 
-def open_study(run_dir: Path, settings: Settings, log):
+def open_study(run_dir: Path, settings: Settings, log, parallel: bool = False):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -29,7 +37,7 @@ def open_study(run_dir: Path, settings: Settings, log):
         sampler = optuna.samplers.GridSampler(grid(make_space(settings.space)), seed=settings.seed)
     elif len(settings.minimize) == 1:
         startup = max(4, min(10, (settings.trials or 30) // 4))
-        sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup)
+        sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup, constant_liar=parallel)
     else:
         sampler = optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=max(4, min(20, (settings.trials or 40) // 4)))
     study = optuna.create_study(storage=storage, sampler=sampler, study_name=STUDY, load_if_exists=True,
@@ -44,61 +52,105 @@ def open_study(run_dir: Path, settings: Settings, log):
 class Search:
     """Everything one trial needs: the experiment, data, baseline, target, records."""
 
-    def __init__(self, exp, settings: Settings, data, baseline, target, profile, run_dir: Path, run_id: str, log):
+    def __init__(self, exp, settings: Settings, data, baseline, target, profile, run_dir: Path, run_id: str, log,
+                 pool=None):
         from edgebench.measure.records import RecordLog
         from edgebench.measure.rounds import run_options
 
         self.exp, self.settings, self.data, self.baseline = exp, settings, data, baseline
         self.target, self.profile, self.run_dir, self.run_id, self.log = target, profile, run_dir, run_id, log
+        self.pool, self.remote = pool, hasattr(target, "on_board")  # builds there; measured there (RemoteTarget)
+        self.lock, self.build_lock = threading.Lock(), threading.Lock()
+        self.in_flight: dict[str, threading.Event] = {}  # chain -> set once its trial is done
+        self.shared = None  # (experiment, baseline state, data) scattered to the build workers once
+        self.confirmed_on: str | None = None
         self.records = RecordLog(run_dir)
         self.options = run_options(exp).for_target(profile)
         self.space = make_space(settings.space)
         self.base_record: dict | None = None
         self.base_torch: float | None = None
 
+    def rounds(self, variants: list, target=None) -> list[tuple]:
+        """[(variant, merged runner result)]: every variant in the run's rounds, interleaved, on
+        `target` (default: the search's), as jobs on the pool when it is a RemoteTarget."""
+        from edgebench.measure.rounds import measure_rounds
+
+        target = target or self.target
+        if self.remote:
+            from edgebench.pool.remote import pool_rounds
+
+            return pool_rounds(target, variants, self.settings.runtime, self.options, self.run_dir)
+        return list(measure_rounds(variants, target, self.settings.runtime, self.options, self.run_dir, lambda _m: None))
+
+    def build(self, variant, keep):
+        """Build (and export) one trial's variant: on the pool's build workers when there are
+        any, else here, one at a time (the exporters are not thread-safe)."""
+        from edgebench.export.variants import build_variant
+        from edgebench.runtimes import format_of
+
+        formats = {format_of(self.settings.runtime)}
+        client = self.pool.builder() if self.pool is not None else None
+        if client is None:
+            with self.build_lock:
+                return build_variant(self.exp, variant, self.baseline, self.data, self.run_dir, formats, lambda _m: None,
+                                     keep=keep)
+        from edgebench.pool.jobs import build
+
+        with self.lock:
+            if self.shared is None:
+                self.shared = client.scatter([self.exp, self.baseline.state_dict(), self.data], broadcast=True)
+        exp, state, data = self.shared
+        future = client.submit(build, exp, variant, state, data, str(Path(self.run_dir).resolve()), formats, keep,
+                               resources={"cpu": 1}, pure=False, key=f"build-{variant.name}-{time.time_ns()}")
+        try:
+            return future.result()[0]
+        except Exception as exc:  # noqa: BLE001 - a lost build worker fails this trial, not the search
+            raise RuntimeError(f"build job lost: {type(exc).__name__}: {exc}") from None
+
     def measure(self, variant) -> dict:
         """Measure one built variant on the target; its record, appended to records.jsonl."""
         import numpy as np
 
-        from edgebench.measure.rounds import make_measured_record, measure_rounds
+        from edgebench.measure.rounds import make_measured_record
 
         with np.load(self.run_dir / "eval.npz") as eval_set:
             labels = eval_set["y"] if "y" in eval_set.files else None
         record = None
-        for v, result in measure_rounds([variant], self.target, self.settings.runtime, self.options, self.run_dir,
-                                        lambda _m: None):
+        for v, result in self.rounds([variant]):
             record = make_measured_record(v, self.profile, self.settings.runtime, result, self.options, self.run_dir,
                                           self.run_id, labels)
         return record
 
     def objective(self, trial):
-
-        from edgebench.config import Variant, parse_step
-        from edgebench.export.variants import build_variant
-        from edgebench.runtimes import format_of
-
         steps = suggest(trial, self.space, self.exp.train.lr)
         trial.set_user_attr("steps", steps)
         signature = json.dumps(steps, sort_keys=True)
-        same = self._measured(signature)
+        with self.lock:
+            same, busy = self._measured(signature), self.in_flight.get(signature)
+            if same is None and busy is None:
+                self.in_flight[signature] = threading.Event()
+        if busy is not None:  # a parallel trial builds this chain now: take its record when it is done
+            busy.wait()
+            same = self._measured(signature)  # None: it failed or was pruned there; built again here
         if same is not None:  # this chain (or none: the baseline) was measured already
             trial.set_user_attr("reused", same["variant"])
             self.log(f"trial {trial.number}: {_chain(steps)}: measured already as {same['variant']}, reused")
             return self._score(trial, same)
+        try:
+            return self._build_and_measure(trial, steps, signature)
+        finally:
+            with self.lock:
+                if busy is None:
+                    self.in_flight.pop(signature).set()
+
+    def _build_and_measure(self, trial, steps: list[dict], signature: str):
+        from edgebench.config import Variant, parse_step
+
         name = f"trial-{trial.number:03d}"
         variant = Variant(name, tuple(parse_step(s, f"trial {trial.number}") for s in steps))
-        limit = self.base_torch - (self.settings.max_drop + TORCH_SLACK_PT) / 100
-
-        def keep(info: dict) -> str | None:
-            acc = info.get("torch_accuracy")
-            if acc is not None and acc < limit:
-                return (f"torch accuracy {acc * 100:.1f}% is more than {self.settings.max_drop:g} pt "
-                        f"(+{TORCH_SLACK_PT:g} slack) under the baseline's {self.base_torch * 100:.1f}%")
-            return None
-
+        keep = TorchFloor(self.base_torch, self.settings.max_drop)
         started = time.perf_counter()
-        built = build_variant(self.exp, variant, self.baseline, self.data, self.run_dir,
-                              {format_of(self.settings.runtime)}, lambda _m: None, keep=keep)
+        built = self.build(variant, keep)
         trial.set_user_attr("build_s", round(time.perf_counter() - started, 2))
         if built.info.get("pruned"):
             self.log(f"trial {trial.number}: {_chain(steps)}: pruned before export: {built.info['pruned']}")
@@ -108,7 +160,8 @@ class Search:
             raise RuntimeError(built.error)  # a failed trial (Optuna records it), the search goes on
         record = self.measure(built)
         record["trial"], record["search_signature"] = trial.number, signature
-        self.records.append(record)
+        with self.lock:
+            self.records.append(record)
         trial.set_user_attr("variant", name)
         trial.set_user_attr("device_s", record.get("measure_s") or 0.0)
         if record["status"] != "ok":
@@ -123,15 +176,26 @@ class Search:
         from edgebench.export.variants import load_variant
 
         ranked = sorted(feasible, key=lambda t: t.values[0])
-        names = list(dict.fromkeys(t.user_attrs.get("variant") for t in ranked))[:top]
+        # the baseline (a trial whose chain is empty reuses it) is measured once, as the reference
+        names = list(dict.fromkeys(n for t in ranked if (n := t.user_attrs.get("variant")) not in (None, "baseline")))[:top]
         variants = [v for v in (load_variant(self.run_dir, n) for n in ["baseline", *names] if n) if v is not None]
         if len(variants) < 3:  # the baseline and one candidate: nothing to choose between
             return {}
-        out = {}
-        for v, result in measure_rounds_quiet(variants, self):
+        target, self.confirmed_on = self.target, self.profile.name
+        if self.remote:  # one board: p50s compared across boards would compare the boards too
+            boards = target.live_boards()
+            if not boards:
+                self.log("confirmation skipped: no board of the target is left in the pool")
+                return {}
+            self.confirmed_on = boards[0]
+            target = target.on_board(boards[0])
+        out, boards = {}, set()
+        for v, result in self.rounds(variants, target):
+            boards |= {b.strip() for b in str(result.get("board") or "").split(",") if b.strip()}
             if result.get("status") == "ok":
                 out[v.name] = float(np.median(result["latency_samples_ms"]))
-        self.log("confirming the fastest within budgets, measured again together: "
+        self.confirmed_on = ", ".join(sorted(boards)) or self.confirmed_on  # where the rounds really ran
+        self.log(f"confirming the fastest within budgets on {self.confirmed_on}, measured again together: "
                  + ", ".join(f"{n} {p:.4g} ms" for n, p in out.items()))
         return out
 
@@ -183,11 +247,20 @@ class Search:
         return values[0] if len(values) == 1 else values
 
 
-def measure_rounds_quiet(variants: list, search: Search):
-    from edgebench.measure.rounds import measure_rounds
+@dataclasses.dataclass(frozen=True)
+class TorchFloor:
+    """build_variant's `keep`: a trial whose torch accuracy is already beyond the drop budget
+    (plus TORCH_SLACK_PT) is not exported. A plain object, so it travels to a build worker."""
 
-    return measure_rounds(variants, search.target, search.settings.runtime, search.options, search.run_dir,
-                          lambda _m: None)
+    base_torch: float
+    max_drop: float
+
+    def __call__(self, info: dict) -> str | None:
+        acc = info.get("torch_accuracy")
+        if acc is not None and acc < self.base_torch - (self.max_drop + TORCH_SLACK_PT) / 100:
+            return (f"torch accuracy {acc * 100:.1f}% is more than {self.max_drop:g} pt "
+                    f"(+{TORCH_SLACK_PT:g} slack) under the baseline's {self.base_torch * 100:.1f}%")
+        return None
 
 
 def _chain(steps: list[dict]) -> str:
@@ -219,6 +292,7 @@ def summary(study, search: Search, run_dir: Path) -> dict:
         "run_dir": str(run_dir),
         "best": _describe(best, by_variant, search.settings) if best else None,
         "confirmed_p50_ms": confirmed,
+        "confirmed_on": search.confirmed_on if confirmed else None,
         "pareto": [_describe(t, by_variant, search.settings) for t in pareto],
         "trials": len(study.get_trials(deepcopy=False)),
         "pruned_before_export": sum("pruned_before_export" in t.user_attrs for t in study.get_trials(deepcopy=False)),

@@ -1,16 +1,14 @@
 """The device pool end to end: a real Dask scheduler and one `edgebench worker` per device as
-separate processes, two loopback sshd "devices" (each runner pinned to its own core), a
-6-variant experiment through the pool, a worker killed with SIGKILL mid-run, and --resume."""
+separate processes, over TLS (tests/pool/conftest.py), two loopback sshd "devices" (each runner
+pinned to its own core), a 6-variant experiment through the pool, a worker killed with SIGKILL
+mid-run, and --resume."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +19,8 @@ pytest.importorskip("distributed", reason="dask distributed is not installed (pi
 
 from conftest import write_experiment  # noqa: E402
 from sshd import free_port, loopback_sshd  # noqa: E402
+
+from .conftest import CLI, stop, wait_for_workers  # noqa: E402
 
 SIX = """
 [[variant]]
@@ -43,56 +43,6 @@ steps = [{ method = "prune", kind = "unstructured", ratio = 0.5, finetune_epochs
 name = "slim"
 steps = [{ method = "prune", kind = "structured", ratio = 0.5, finetune_epochs = 0 }]
 """
-CLI = [sys.executable, "-m", "edgebench"]
-
-
-def _start(argv: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)  # noqa: SIM115
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_workers(address: str, n: int, timeout: float = 90.0) -> None:
-    from distributed import Client
-
-    with Client(address, timeout="20s") as client:
-        client.wait_for_workers(n, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    """A scheduler and two device workers, pi-a and pi-b (class "loop"), each on its own sshd."""
-    folder = tmp_path_factory.mktemp("pool")
-    with contextlib.ExitStack() as stack:
-        port = free_port()
-        address = f"tcp://127.0.0.1:{port}"
-        scheduler = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                            "--port", str(port), "--no-dashboard"], folder / "scheduler.log")
-        stack.callback(_stop, scheduler)
-        boards = {}
-        for core, name in enumerate(("pi-a", "pi-b")):
-            server = stack.enter_context(loopback_sshd(folder / f"sshd-{name}"))
-            boards[name] = server.write_profile(folder / f"{name}.toml", taskset=str(core % (os.cpu_count() or 1)))
-        workers = {}
-
-        def start_worker(name: str, profile: Path | None = None, board_class: str = "loop") -> subprocess.Popen:
-            proc = _start([*CLI, "worker", "--scheduler", address, "--target", str(profile or boards[name]),
-                           "--name", name, "--board-class", board_class], folder / f"worker-{name}-{time.time_ns()}.log")
-            stack.callback(_stop, proc)
-            workers[name] = proc
-            return proc
-
-        for name in boards:
-            start_worker(name)
-        _wait_for_workers(address, 2)
-        yield {"address": address, "workers": workers, "start_worker": start_worker, "folder": folder}
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -118,7 +68,7 @@ def test_a_six_variant_run_through_the_pool_survives_a_killed_worker(pool, tmp_p
     exp = write_experiment(tmp_path, variants=SIX, **{'targets = ["local"]': 'targets = ["pi-a", "pi-b"]\nrounds = 2',
                                                       "min_runs = 20": "min_runs = 200"})
     runs = tmp_path / "runs"
-    run = subprocess.Popen([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(runs), "--json"],
+    run = subprocess.Popen([*CLI, "run", str(exp), *pool["cluster"], "--out", str(runs), "--json"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = False
     deadline = time.monotonic() + 600
@@ -142,8 +92,8 @@ def test_a_six_variant_run_through_the_pool_survives_a_killed_worker(pool, tmp_p
     _no_overlap(records)
     if lost:  # the killed board comes back; --resume measures only what was lost
         pool["start_worker"]("pi-a")
-        _wait_for_workers(pool["address"], 2)
-        again = subprocess.run([*CLI, "run", "--resume", str(run_dir), "--cluster", pool["address"], "--json"],
+        wait_for_workers(pool["address"], pool["tls"], 2)
+        again = subprocess.run([*CLI, "run", "--resume", str(run_dir), *pool["cluster"], "--json"],
                                capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-3000:]
         from edgebench.measure.records import latest, read_records
@@ -154,21 +104,30 @@ def test_a_six_variant_run_through_the_pool_survives_a_killed_worker(pool, tmp_p
         _no_overlap(final)
 
 
-def test_a_class_target_spreads_rounds_over_its_boards(pool, tmp_path):
-    if pool["workers"]["pi-a"].poll() is not None:  # killed by the test before: back in the pool
-        pool["start_worker"]("pi-a")
-    _wait_for_workers(pool["address"], 2)
-    exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["loop"]\nrounds = 4'})
-    run = subprocess.run([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(tmp_path / "runs"), "--json"],
+def test_a_class_target_spreads_rounds_over_its_boards_and_profiles_there(both_boards, tmp_path):
+    pool = both_boards
+    exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["loop"]\nrounds = 4\nprofile = 5'})
+    run = subprocess.run([*CLI, "run", str(exp), *pool["cluster"], "--out", str(tmp_path / "runs"), "--json"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    records = _records(Path(json.loads(run.stdout)["run_dir"]))
+    run_dir = Path(json.loads(run.stdout)["run_dir"])
+    records = _records(run_dir)
     assert {r["target"] for r in records} == {"loop"} and len(records) == 3
     boards = {rnd["board"] for r in records for rnd in r["latency_rounds"]}
     assert boards == {"pi-a", "pi-b"}  # 12 rounds, two free boards: both took some
     _no_overlap(records)
-    report = (Path(json.loads(run.stdout)["run_dir"]) / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
     assert "### Boards (device pool)" in report and "slowest / fastest" in report
+    # [run] profile through the pool: each record links a profile measured on a board of the class
+    for r in records:
+        doc = json.loads((run_dir / r["profile"]).read_text())
+        assert doc["status"] == "ok" and doc["measured"] and doc["rows"], doc.get("error")
+    # edgebench profile --cluster: the same on the board that measured the record
+    again = subprocess.run([*CLI, "profile", str(run_dir), "--variant", "int8", *pool["cluster"], "--runs", "5", "--json"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = json.loads(again.stdout)
+    assert rows and all(row["status"] == "ok" and row["variant"] == "int8" and not row["approximate"] for row in rows)
 
 
 def test_a_board_that_stops_answering_leaves_the_pool_and_its_rounds_go_to_another(pool, tmp_path):
@@ -180,10 +139,10 @@ def test_a_board_that_stops_answering_leaves_the_pool_and_its_rounds_go_to_anoth
         boards["pi-c"] = server.write_profile(tmp_path / "pi-c.toml")
         flaky = [pool["start_worker"]("pi-c", boards["pi-c"], "flaky"),
                  pool["start_worker"]("pi-d", pool["folder"] / "pi-b.toml", "flaky")]
-        _wait_for_workers(pool["address"], 4)
+        wait_for_workers(pool["address"], pool["tls"], 4)
     try:  # pi-c's sshd is gone now
         exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["flaky"]\nrounds = 2'})
-        run = subprocess.run([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(tmp_path / "runs"),
+        run = subprocess.run([*CLI, "run", str(exp), *pool["cluster"], "--out", str(tmp_path / "runs"),
                               "--json"], capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         run_dir = Path(json.loads(run.stdout)["run_dir"])
@@ -195,12 +154,12 @@ def test_a_board_that_stops_answering_leaves_the_pool_and_its_rounds_go_to_anoth
         assert "pi-c: taken out of the pool during the run" in (run_dir / "report.md").read_text()
     finally:
         for proc in flaky:
-            _stop(proc)
+            stop(proc)
 
 
 def test_an_unknown_target_is_a_config_error_before_any_work(pool, tmp_path):
     exp = write_experiment(tmp_path, **{'targets = ["local"]': 'targets = ["pi-z"]'})
-    run = subprocess.run([*CLI, "run", str(exp), "--cluster", pool["address"], "--out", str(tmp_path / "runs")],
+    run = subprocess.run([*CLI, "run", str(exp), *pool["cluster"], "--out", str(tmp_path / "runs")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "target 'pi-z': no worker in the pool serves it (boards and classes: loop, pi-a, pi-b)" in run.stderr
