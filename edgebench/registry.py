@@ -113,6 +113,8 @@ RUNTIMES = Registry("runtime", modules=(
     "edgebench.runtimes.onnxruntime",
     "edgebench.runtimes.tflite",
     "edgebench.runtimes.openvino",
+    "edgebench.runtimes.executorch",
+    "edgebench.runtimes.ncnn",
 ))
 
 

@@ -14,8 +14,11 @@ dataclass, the profile's `[host]` table) and registers its class in `HOSTS`.
 
 The contract every host keeps (tests/hosts/test_hosts.py loops over the registry):
 
-- `prepare(log)` makes the host usable once (qemu builds its rootfs); `needs_prepare()` says
-  whether that is still to do; `unavailable()` says, without connecting, why it cannot run now.
+- `prepare(log, runtimes=...)` makes the host usable once for a profile's runtimes (qemu builds
+  its rootfs and installs runtimes it lacks); `needs_prepare(runtimes)` says whether that is
+  still to do; `unavailable()` says, without connecting, why it cannot run now.
+- `python_for(runtime)` is the Python that runs the runner for a runtime there (qemu: Python
+  3.13 of its trixie tree for ExecuTorch's torch-free runtime; elsewhere `python`).
 - `stage(files)` returns, in order, paths a process started by `run` reads the files by; a
   file travels once (its name there is its sha256) and only whole files count: an interrupted
   upload is never taken for a staged file. `stage_bundle(files)` puts files together, under
@@ -77,8 +80,9 @@ class Host(Protocol):
     place: str  # where, for messages: "on 127.0.0.1", "under qemu", "" for this machine
 
     def unavailable(self) -> str | None: ...
-    def needs_prepare(self) -> bool: ...
-    def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> None: ...
+    def needs_prepare(self, runtimes: Sequence[str] = ()) -> bool: ...
+    def prepare(self, log: Callable[[str], None] = print, force: bool = False, runtimes: Sequence[str] = ()) -> None: ...
+    def python_for(self, runtime: str) -> str: ...
     def stage(self, files: Sequence[Path]) -> list[str]: ...
     def stage_bundle(self, files: Sequence[Path]) -> list[str]: ...
     def run(self, argv: list[str], env: dict[str, str], timeout_s: float, cpus: str | None = None) -> Completed: ...
@@ -183,11 +187,14 @@ class HostDefaults:
     def unavailable(self) -> str | None:
         return None
 
-    def needs_prepare(self) -> bool:
+    def needs_prepare(self, runtimes: Sequence[str] = ()) -> bool:
         return False
 
-    def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> None:
+    def prepare(self, log: Callable[[str], None] = print, force: bool = False, runtimes: Sequence[str] = ()) -> None:
         return None
+
+    def python_for(self, runtime: str) -> str:
+        return self.python  # type: ignore[attr-defined]  - every host sets its python
 
     def explain(self, done: Completed) -> str | None:
         return None

@@ -15,6 +15,7 @@ copied, content-addressed, to a folder the rootfs does not shadow).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -22,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.errors import TargetError
-from edgebench.hosts import HOSTS, Completed, Copies, HostDefaults, HostSettings, qemu_rootfs
+from edgebench.hosts import (
+    HOSTS,
+    Completed,
+    Copies,
+    HostDefaults,
+    HostSettings,
+    qemu_addons,
+    qemu_rootfs,
+)
 from edgebench.hosts.local import run_process
 from edgebench.hosts.probe import probe_script, read_probe
 
@@ -72,14 +81,24 @@ class QemuHost(HostDefaults):
             return f"no prepared aarch64 rootfs at {rootfs} ({where}): run {PREPARE_HINT}"
         return None
 
-    def needs_prepare(self) -> bool:
-        """True when the rootfs is edgebench's to build and is not built yet (qemu is there)."""
-        return (not self.settings.rootfs and qemu_rootfs.qemu_binary() is not None
-                and not qemu_rootfs.read_stamp(self.rootfs()))  # fmt: skip
+    def needs_prepare(self, runtimes: Sequence[str] = ()) -> bool:
+        """True when the rootfs is edgebench's to build and is not built yet (qemu is there), or
+        lacks a runtime of `runtimes` that it installs on first use (`edgebench.hosts.qemu_addons`)."""
+        if self.settings.rootfs or qemu_rootfs.qemu_binary() is None:
+            return False
+        return not qemu_rootfs.read_stamp(self.rootfs()) or bool(qemu_addons.missing(self.rootfs(), runtimes))
 
-    def prepare(self, log: Callable[[str], None] = print, force: bool = False) -> Path:
-        """Build the rootfs this host uses (once, with progress); see `edgebench.hosts.qemu_rootfs`."""
-        return qemu_rootfs.prepare(log=log, force=force, dest=self.rootfs())
+    def prepare(self, log: Callable[[str], None] = print, force: bool = False, runtimes: Sequence[str] = ()) -> Path:
+        """Build the rootfs this host uses (once, with progress; see `edgebench.hosts.qemu_rootfs`)
+        and install the runtimes of `runtimes` it does not have built in."""
+        rootfs = qemu_rootfs.prepare(log=log, force=force, dest=self.rootfs())
+        if not self.settings.rootfs:  # a rootfs the user built is used as it is
+            qemu_addons.install(rootfs, runtimes, log)
+        return rootfs
+
+    def python_for(self, runtime: str) -> str:
+        """Python 3.13 of the trixie tree for a runtime that needs it (ExecuTorch), else 3.11."""
+        return "/" + qemu_addons.PYTHONS[qemu_addons.python_of(runtime)]
 
     # ---- files --------------------------------------------------------------------------
 
@@ -106,10 +125,17 @@ class QemuHost(HostDefaults):
     # ---- processes ----------------------------------------------------------------------
 
     def run(self, argv: list[str], env: dict[str, str], timeout_s: float, cpus: str | None = None) -> Completed:
-        """Run the rootfs's Python (argv[0] must be `self.python`) under emulation."""
-        if argv[:1] != [self.python]:
-            raise TargetError(f"qemu runs only the rootfs's Python ({self.python}), not {argv[:1]}")
-        command = qemu_rootfs.guest_command(self.rootfs(), argv[1:], cpu=self.settings.cpu)
+        """Run one of the rootfs's Pythons (argv[0]: `self.python`, or `python_for` a runtime) under emulation."""
+        pythons = {"/" + path: version for version, path in qemu_addons.PYTHONS.items()}
+        if argv[:1] not in [[p] for p in pythons]:
+            raise TargetError(f"qemu runs only the rootfs's Pythons ({', '.join(pythons)}), not {argv[:1]}")
+        version = pythons[argv[0]]
+        tree = qemu_addons.tree(self.rootfs(), version)
+        if not (tree / qemu_addons.PYTHONS[version]).exists():  # a runtime not installed yet: the runner's answer
+            why = (f"unavailable: Python {version} (for a runtime installed on first use) is not in the rootfs "
+                   f"at {self.rootfs()} yet: run `edgebench targets --prepare` with this profile")
+            return Completed(3, json.dumps({"status": "error", "error": why}) + "\n", "")
+        command = qemu_rootfs.guest_command(tree, argv[1:], cpu=self.settings.cpu, python=qemu_addons.PYTHONS[version])
         if cpus and shutil.which("taskset"):
             command = ["taskset", "-c", cpus, *command]
         done = run_process(command, timeout_s, {**os.environ, **env})
@@ -119,23 +145,40 @@ class QemuHost(HostDefaults):
         return Completed(done.returncode, done.stdout, done.stderr, timed_out=done.timed_out)
 
     def probe(self, wanted: dict[str, tuple[str, str]]) -> dict:
-        done = self.run([self.python, "-c", probe_script(wanted)], {}, PROBE_TIMEOUT_S)
+        """Runtimes installed on first use are looked for where they are installed: the module and
+        distribution their OnDemand names, with that tree's Python (ExecuTorch: 3.13)."""
+        later = qemu_addons.on_demand([name.partition("|")[0] for name in wanted])
+        base = {n: pair for n, pair in wanted.items() if n.partition("|")[0] not in later}
+        done = self.run([self.python, "-c", probe_script(base)], {}, PROBE_TIMEOUT_S)
         facts = read_probe(done.stdout)
         if facts is None or done.returncode != 0:
             why = "timed out" if done.timed_out else " | ".join(done.stderr.strip().splitlines()[-3:]) or "no output"
             raise TargetError(f"the rootfs at {self.rootfs()} does not start under qemu ({why}): "
                               f"rebuild it with {REBUILD_HINT}")  # fmt: skip
+        for python in sorted({spec.python for spec in later.values()}):
+            names = {n: pair for n, pair in wanted.items() if n.partition("|")[0] in later
+                     and later[n.partition("|")[0]].python == python}
+            own = {n: (later[n.partition("|")[0]].module or pair[0], later[n.partition("|")[0]].distribution or pair[1])
+                   for n, pair in names.items()}
+            seen = qemu_addons.probe(self.rootfs(), python, own, cpu=self.settings.cpu)
+            for name, (_, dist) in own.items():
+                found = seen["versions"].get(name)
+                facts["versions"][name] = found and (found if dist == wanted[name][1] else f"{found} ({dist})")
+                if found is None:
+                    facts["errors"][name] = seen["errors"].get(name) or "not installed"
         facts["machine"].update(system="Linux", emulated=True, rootfs=str(self.rootfs()),
                                 emulator=f"qemu-aarch64 {qemu_rootfs.qemu_version()}")  # fmt: skip
         return facts
 
     def install_hint(self, requirements: list[str], runtime_hint: str = "") -> str:
-        return f"it is not in the rootfs: rebuild it with {REBUILD_HINT}"
+        return (f"it is not in the rootfs: `edgebench targets --prepare PROFILE` installs the runtimes a profile "
+                f"lists on first use; the base tree is rebuilt with {REBUILD_HINT}")
 
     def close(self) -> None:
         self._copies.close()
 
 
 def _shadowed(path: Path, rootfs: Path) -> bool:
-    """qemu -L resolves an absolute path to ROOTFS/path when that exists: the host file is hidden."""
-    return (rootfs / str(path).lstrip("/")).exists()
+    """qemu -L resolves an absolute path to ROOTFS/path when that exists: the host file is hidden
+    (in the base tree or the trixie tree, which runs with its own -L)."""
+    return any((root / str(path).lstrip("/")).exists() for root in (rootfs, rootfs / qemu_addons.TRIXIE))

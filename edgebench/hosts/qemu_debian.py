@@ -28,15 +28,16 @@ DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 Log = Callable[[str], None]
 
 
-def install_packages(work: Path, rootfs: Path, log: Log, mirror: str, security: str) -> dict[str, str]:
-    """Unpack the arm64 closure of DEBIAN_PACKAGES into `rootfs`; return name -> version.
+def install_packages(work: Path, rootfs: Path, log: Log, mirror: str, security: str, suite: str = SUITE,
+                     packages: tuple[str, ...] = DEBIAN_PACKAGES) -> dict[str, str]:
+    """Unpack the arm64 closure of `packages` (of `suite`) into `rootfs`; return name -> version.
 
     `work` holds apt's state and the downloaded .debs (the caller removes it).
     """
-    log(f"  apt: arm64 package lists for {SUITE} from {mirror}")
-    apt_env = apt_config(work / "apt", mirror, security)
+    log(f"  apt: arm64 package lists for {suite} from {mirror}")
+    apt_env = apt_config(work / "apt", mirror, security, suite)
     run(["apt-get", "update", "-q"], "apt-get update (arm64 lists)", env=apt_env)
-    debs = closure(apt_env)
+    debs = closure(apt_env, packages, suite)
     deb_dir = work / "debs"
     deb_dir.mkdir()
     run(["apt-get", "download", "-q", *(f"{name}={ver}" for name, ver in debs.items())],
@@ -107,7 +108,7 @@ def _apt_source_entries(sources_dir: Path) -> Iterator[tuple[str, list[str]]]:
                     yield uri, fields.get("suites", "").split()
 
 
-def apt_config(apt_dir: Path, mirror: str, security: str) -> dict:
+def apt_config(apt_dir: Path, mirror: str, security: str, suite: str = SUITE) -> dict:
     """An environment whose APT_CONFIG points apt at its own arm64-only state under apt_dir.
 
     The host's apt state, sources and config parts are left alone (no root needed for them).
@@ -118,9 +119,9 @@ def apt_config(apt_dir: Path, mirror: str, security: str) -> dict:
     (apt_dir / "state" / "status").write_text("")  # nothing installed: the full closure
     signed = f" [signed-by={DEBIAN_KEYRING}]"
     (apt_dir / "etc" / "sources.list").write_text(
-        f"deb{signed} {mirror} {SUITE} main\n"
-        f"deb{signed} {mirror} {SUITE}-updates main\n"
-        f"deb{signed} {security} {SUITE}-security main\n"
+        f"deb{signed} {mirror} {suite} main\n"
+        f"deb{signed} {mirror} {suite}-updates main\n"
+        f"deb{signed} {security} {suite}-security main\n"
     )
     conf = apt_dir / "apt.conf"
     conf.write_text(
@@ -142,13 +143,13 @@ def apt_config(apt_dir: Path, mirror: str, security: str) -> dict:
     return {**os.environ, "APT_CONFIG": str(conf), "DEBIAN_FRONTEND": "noninteractive"}
 
 
-def closure(apt_env: dict) -> dict[str, str]:
+def closure(apt_env: dict, packages: tuple[str, ...] = DEBIAN_PACKAGES, suite: str = SUITE) -> dict[str, str]:
     """name -> version of every package `apt-get install` would unpack into an empty system."""
-    out = run(["apt-get", "install", "-s", "-q", *DEBIAN_PACKAGES], "apt-get install -s", env=apt_env)
+    out = run(["apt-get", "install", "-s", "-q", *packages], "apt-get install -s", env=apt_env)
     debs = dict(re.findall(r"^Inst (\S+) \((\S+)", out, flags=re.M))
-    missing = [p for p in DEBIAN_PACKAGES if p not in debs]
+    missing = [p for p in packages if p not in debs]
     if missing:
-        raise TargetError(f"apt found no arm64 {' '.join(missing)} in {SUITE}: {out[-300:]}")
+        raise TargetError(f"apt found no arm64 {' '.join(missing)} in {suite}: {out[-300:]}")
     return debs
 
 

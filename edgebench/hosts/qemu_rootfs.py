@@ -116,8 +116,9 @@ def qemu_binary() -> str | None:
     return shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
 
 
-def guest_command(rootfs: Path, python_args: list[str], qemu: str | None = None, cpu: str | None = DEFAULT_CPU) -> list[str]:
-    """argv that runs the rootfs's Python 3.11 under qemu user-mode emulation.
+def guest_command(rootfs: Path, python_args: list[str], qemu: str | None = None, cpu: str | None = DEFAULT_CPU,
+                  python: str = PYTHON) -> list[str]:
+    """argv that runs the rootfs's Python 3.11 (or `python`, a path in the tree) under qemu user-mode emulation.
 
     qemu hands the host's environment to the guest: PYTHONPATH/PYTHONHOME would point the
     aarch64 Python at x86 packages, and LD_PRELOAD/LD_LIBRARY_PATH would feed x86 libraries to
@@ -134,15 +135,16 @@ def guest_command(rootfs: Path, python_args: list[str], qemu: str | None = None,
     # real device would run, and the right answers.
     # The core's own cpuinfo and MIDR files: its view of the tree (see qemu_cpus).
     cpu_args = ["-cpu", cpu] if cpu else []
-    return [*env, qemu, *cpu_args, "-L", str(qemu_root(rootfs, cpu)), str(rootfs / PYTHON), "-s",
+    return [*env, qemu, *cpu_args, "-L", str(qemu_root(rootfs, cpu)), str(rootfs / python), "-s",
             *python_args]
 
 
 def runtime_modules() -> list[tuple[str, str, str]]:
-    """(runtime name, module the device imports, pip distribution) of every registered runtime."""
+    """(runtime name, module the device imports, pip distribution) of every runtime built in
+    (not those installed on first use: `edgebench.hosts.qemu_addons`)."""
     from edgebench.runtimes import RUNTIMES
 
-    return [(name, rt.module, rt.distribution) for name, rt in RUNTIMES.items()]
+    return [(name, rt.module, rt.distribution) for name, rt in RUNTIMES.items() if rt.on_demand is None]
 
 
 def probe(rootfs: Path, timeout_s: float = 180.0, cpu: str | None = DEFAULT_CPU) -> dict:
@@ -263,7 +265,8 @@ def wheel_requirements() -> dict[str, str]:
     from edgebench.runtimes import RUNTIMES
 
     wanted = {}
-    for req in (*BASE_WHEELS, *(rt.device_requirement for _, rt in RUNTIMES.items())):
+    built_in = [rt.device_requirement for _, rt in RUNTIMES.items() if rt.on_demand is None]
+    for req in (*BASE_WHEELS, *built_in):
         try:
             pinned = req if re.search(r"[=<>!~]", req) else f"{req}=={version(req)}"
         except PackageNotFoundError:
@@ -272,9 +275,12 @@ def wheel_requirements() -> dict[str, str]:
     return wanted
 
 
-def _install_wheels(wheel_dir: Path, site: Path, requirements: dict[str, str], log: Log) -> dict[str, str]:
-    platform_args = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-                     "--abi", "cp311", *(a for tag in PLATFORM_TAGS for a in ("--platform", tag))]
+def _install_wheels(wheel_dir: Path, site: Path, requirements: dict[str, str], log: Log, python: str = "3.11",
+                    tags: tuple[str, ...] = PLATFORM_TAGS) -> dict[str, str]:
+    # Another Python's wheels (the trixie tree's 3.13) may be stable-ABI ones (cp312-abi3).
+    abis = ["--abi", "cp" + python.replace(".", ""), *(["--abi", "abi3"] if python != "3.11" else [])]
+    platform_args = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+                     *abis, *(a for tag in tags for a in ("--platform", tag))]
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
 
     def download(wanted) -> None:
@@ -292,9 +298,11 @@ def _install_wheels(wheel_dir: Path, site: Path, requirements: dict[str, str], l
         download(requirements.values())
     files = sorted(wheel_dir.glob("*.whl"))
     # pip compiles with the host's Python: bytecode of another version would be dead weight.
-    compile_flag = [] if sys.version_info[:2] == (3, 11) else ["--no-compile"]
+    # pip also checks Requires-Python against itself at install: another Python's wheels need
+    # --ignore-requires-python (the download above checked them against `python`).
+    other = [] if f"{sys.version_info[0]}.{sys.version_info[1]}" == python else ["--no-compile", "--ignore-requires-python"]
     run([*pip, "install", "-q", "--no-deps", "--no-index", "--no-warn-script-location",
-         *compile_flag, *platform_args, "--target", str(site), *map(str, files)],
+         *other, *platform_args, "--target", str(site), *map(str, files)],
         "pip install --target")
     installed = {f.name.split("-")[0].replace("_", "-"): f.name.split("-")[1] for f in files}
     log("  " + ", ".join(f"{n} {v}" for n, v in installed.items()))

@@ -12,7 +12,7 @@ the `RUNTIMES` table (`edgebench.registry`, where experiment files are validated
     >>> runtime("openvino").format
     'onnx'
     >>> sorted(RUNTIMES)
-    ['onnxruntime', 'openvino', 'tflite']
+    ['executorch', 'ncnn', 'onnxruntime', 'openvino', 'tflite']
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class Format:
     onnx_based: bool = False
     background: bool = False
     exporter_needs: tuple[str, ...] = ()  # modules the exporter imports (an extra), warmed in the worker
+    # Files beside the artifact that a device loads with it (ncnn: the .bin of a .param): they
+    # travel together, in one folder, under the artifact's name.
+    side_files: tuple[str, ...] = ()
 
 
 FORMATS = {
@@ -51,7 +54,24 @@ FORMATS = {
     "tflite": Format("tflite", ".tflite", "edgebench.export.artifacts:tflite_artifact",
                      "edgebench.export.precision_tflite:inspect_tflite", inspected_as="tflite", background=True,
                      exporter_needs=("litert_torch",)),
+    "pte": Format("pte", ".pte", "edgebench.export.artifacts_mobile:pte_artifact",
+                  "edgebench.export.precision_mobile:inspect_pte", inspected_as="executorch", background=True,
+                  exporter_needs=("executorch.exir",)),
+    "ncnn": Format("ncnn", ".param", "edgebench.export.artifacts_mobile:ncnn_artifact",
+                   "edgebench.export.precision_mobile:inspect_ncnn", inspected_as="ncnn", onnx_based=True,
+                   side_files=(".bin",)),
 }
+
+
+@dataclass(frozen=True)
+class OnDemand:
+    """A runtime that a prepared emulated device (the qemu rootfs) does not have built in: its
+    aarch64 wheels are installed the first time a profile that lists it is prepared."""
+
+    requirements: tuple[str, ...]  # pip requirements (aarch64 wheels, no dependencies)
+    python: str = "3.11"  # "3.13": wheels for Python >= 3.12 need a Debian trixie tree beside bookworm's
+    module: str = ""  # what a probe imports there (default: the runtime's module)
+    distribution: str = ""  # whose version it reports (default: the runtime's distribution)
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,10 @@ class Runtime:
     # "module:function"(arch, cpu_features) -> (precision, why): what an fp32 model computes in
     # by default on such a CPU, for runtimes that choose by CPU (OpenVINO: bf16 on AVX-512 BF16).
     float_default: str | None = None
+    on_demand: OnDemand | None = None  # not in the qemu rootfs's base build: installed on first use
+    # Another package that provides the runtime on a device, (module, distribution): ExecuTorch's
+    # torch-free executorch-numpy-runtime. `edgebench targets` reports it when the first is missing.
+    alternative: tuple[str, str] | None = None
 
     @property
     def adapter(self) -> Path:

@@ -55,11 +55,12 @@ class Target:
         self._place = f" {self.host.place}" if self.host.place else ""  # " on 127.0.0.1", for messages
 
     def needs_prepare(self) -> bool:
-        """True when the host has a one-time preparation still to do (the qemu rootfs)."""
-        return self.host.needs_prepare()
+        """True when the host has a one-time preparation still to do for this profile's runtimes
+        (the qemu rootfs, a runtime it installs on first use)."""
+        return self.host.needs_prepare(self.profile.runtimes)
 
     def prepare(self, log: Callable[[str], None] = print, force: bool = False):
-        return self.host.prepare(log=log, force=force)
+        return self.host.prepare(log=log, force=force, runtimes=self.profile.runtimes)
 
     @property
     def uploads(self) -> dict:
@@ -80,9 +81,14 @@ class Target:
         try:
             runner = self.host.stage_bundle(runner_files(runtime))[0]
             model, inputs, *other = self.host.stage([Path(artifact), Path(data), *map(Path, compare or ())])
+            sides = runtime_of(runtime).artifact_format.side_files
+            if sides:  # an artifact of several files (ncnn: .param + .bin) travels as one folder
+                model = self.host.stage_bundle([Path(artifact), *(Path(artifact).with_suffix(s) for s in sides)])[0]
+                if other:
+                    other[0] = self.host.stage_bundle([Path(compare[0]), *(Path(compare[0]).with_suffix(s) for s in sides)])[0]
         except TargetError as exc:  # the device did not take the files: `host_error` (a pool retires it)
             return self._labelled({"status": "error", "error": str(exc), "host_error": True})
-        argv = [self.host.python, runner, "--model", model, "--data", inputs, "--runtime", runtime,
+        argv = [self.host.python_for(runtime), runner, "--model", model, "--data", inputs, "--runtime", runtime,
                 *options.runner_args(), *self.profile.runtime_options(runtime),
                 *(["--compare-model", other[0], "--compare-data", other[1]] if other else []), *extra_args]  # fmt: skip
         self._cool_down(options.cooldown_s)
@@ -112,7 +118,8 @@ class Target:
         if "numpy is not installed" in error or "No module named 'numpy'" in error:
             hint = self.host.install_hint(["numpy", rt.device_requirement])
             result["error"] = f"numpy missing for {self.host.python}{place}: {hint}"
-        elif done.returncode == EXIT_UNAVAILABLE and error.startswith("unavailable") and place:
+        elif done.returncode == EXIT_UNAVAILABLE and error.startswith("unavailable") and place and (
+                "not installed" in error or "no adapter" in error):  # not "cannot run this model on this CPU"
             hint = self.host.install_hint([rt.device_requirement], rt.install_hint)
             result["error"] = f"{error}{place}: runtime missing on the device; {hint}"
         return result
@@ -150,11 +157,20 @@ class Target:
             return status
         wanted = {"numpy": ("numpy", "numpy")} | {
             name: (runtime_of(name).module, runtime_of(name).distribution) for name in self.profile.runtimes}
+        # A runtime another package also provides there (ExecuTorch: executorch-numpy-runtime).
+        wanted |= {f"{name}|alternative": runtime_of(name).alternative for name in self.profile.runtimes
+                   if runtime_of(name).alternative}
         try:
             facts = self.host.probe(wanted)
         except TargetError as exc:
             status.problems.append(str(exc))
             return status
+        for key in [k for k in wanted if k.endswith("|alternative")]:
+            name, found = key.partition("|")[0], (facts.get("versions") or {}).pop(key, None)
+            (facts.get("errors") or {}).pop(key, None)
+            if found and facts["versions"].get(name) is None:
+                facts["versions"][name] = f"{found} ({wanted[key][1]})"
+                facts["errors"].pop(name, None)
         status.machine = facts["machine"]
         arch = status.machine.get("arch")
         status.reachable = not self.host.arch or arch == self.host.arch

@@ -50,7 +50,8 @@ def exported(tmp_path_factory):
             assert entry["error"].startswith("unavailable"), entry["error"]
             why[fmt] = entry["error"]
         else:
-            assert entry["file"] == path.name and entry["size_bytes"] == path.stat().st_size
+            parts = [path, *(path.with_suffix(s) for s in FORMATS[fmt].side_files)]  # ncnn: .param + .bin
+            assert entry["file"] == path.name and entry["size_bytes"] == sum(p.stat().st_size for p in parts)
             files[fmt] = path
     return files, why, folder / "eval.npz", want
 
@@ -67,16 +68,17 @@ def test_every_runtime_declares_what_it_needs():
             assert callable(rt.inspector())
 
 
-def _check(result: dict, name: str, want: np.ndarray) -> None:
+def _check(result: dict, name: str, want: np.ndarray, artifact: Path | None = None) -> None:
     assert result["status"] == "ok", result.get("error")
     assert result["runtime"] == name and result["runtime_version"]
     assert len(result["latency_samples_ms"]) >= OPTIONS.min_runs and min(result["latency_samples_ms"]) > 0
-    logits = np.frombuffer(__import__("base64").b64decode(result["logits_b64"]), dtype=np.float32)
-    got = logits.reshape(result["logits_shape"]).argmax(1)
+    from edgebench.device.runner import decode_outputs
+
+    got = decode_outputs(result)[0].argmax(1)  # runner 3: every output back; logits first
     assert (got == want).mean() >= 0.98, f"{name}: predictions differ from torch's"
     assert result["n_eval"] == len(want)
     if RUNTIMES.get(name).precision_from == "runner":  # read back on the device, for an fp32 model
-        fields = RUNTIMES.get(name).device_precision(result["executed"], None, "fp32")
+        fields = RUNTIMES.get(name).device_precision(result["executed"], artifact, "fp32")
         # What an fp32 model computes in is the device CPU's call (OpenVINO: bf16 on AVX-512
         # BF16, f16 on ARMv8.2): expected from the features the runner read there.
         expected, why = fp32_runs_as(name, result["machine"])
@@ -92,7 +94,7 @@ def test_every_runtime_runs_on_local(exported, name):
         pytest.skip(f"{name}: not installed here ({why.get(fmt) or RUNTIMES.get(name).install_hint})")
     target = open_target(load_profile("local"))
     assert name in target.check().runtimes
-    _check(target.measure(files[fmt], data, name, OPTIONS), name, want)
+    _check(target.measure(files[fmt], data, name, OPTIONS), name, want, files[fmt])
 
 
 @pytest.mark.qemu
@@ -111,11 +113,13 @@ def test_every_runtime_runs_on_emulated_aarch64(exported, name):
         pytest.fail(f"the qemu-aarch64 profile does not list {name}")
     target = open_target(profile)
     try:
+        if target.needs_prepare():  # a runtime the rootfs installs on first use (ExecuTorch, ncnn)
+            target.prepare(log=print)
         result = target.measure(files[fmt], data, name, OPTIONS)
     finally:
         target.close()
     assert result.get("emulated", True)
-    _check(result, name, want)
+    _check(result, name, want, files[fmt])
 
 
 def test_an_unknown_runtime_names_the_known_ones():
