@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import threading
 from dataclasses import dataclass
 
 from edgebench.errors import ConfigError
@@ -192,8 +193,17 @@ def _local_cluster(jobs: int) -> tuple:
     cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, resources={"cpu": 1},
                            dashboard_address=":0", silence_logs=40, host="127.0.0.1", security=security)
     client = Client(cluster, security=security)
-    client.run(_warm_up)  # each worker imports torch and the exporters once, in parallel
+    # Each worker imports torch and the exporters once, in parallel, while this process goes on
+    # (data, baseline) instead of waiting: a build job arriving meanwhile waits on the import lock.
+    threading.Thread(target=_quietly, args=(client.run, _warm_up), daemon=True).start()
     return client, cluster
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - a warm-up only saves time; the pool closing under it is fine
+        pass
 
 
 def _warm_up() -> None:

@@ -150,6 +150,8 @@ def _search(exp, settings, out: Path, resume: Path | None, log, pool, pool_targe
                 f"{len(pool_target.boards)} trial(s) at a time")
         else:
             target = open_target(profile)
+        if pool is not None:
+            log(f"builds: on {pool.cpu_workers()} pool worker(s)" if pool.builder() else "builds: in this process")
         try:
             search = Search(exp, settings, data, baseline, target, profile, run_dir, run_id, log, pool)
             base = load_variant(run_dir, "baseline") or build_variant(

@@ -1,5 +1,5 @@
-"""`edgebench search --cluster`: trials measured as pool jobs on the boards of a class (two at a
-time, one per board), the confirmation round on one board, all over TLS; a resumed search finds
+"""`edgebench search --cluster`: trials built in a `--jobs` process and measured as pool jobs on the
+boards of a class (two at a time, one per board), the confirmation round on one board, all over TLS; a resumed search finds
 the same pool. (Resuming the study itself: tests/search/test_search.py.)"""
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def _records(run_dir: Path) -> list[dict]:
 def test_a_search_on_a_class_measures_trials_on_both_boards_and_confirms_on_one(both_boards, tmp_path):
     pool = both_boards
     exp = write_experiment(tmp_path, variants=GRID, **{'targets = ["local"]': 'targets = ["loop"]\nrounds = 2'})
-    run = subprocess.run([*CLI, "search", str(exp), *pool["cluster"], "--trials", "3", "--max-drop", "50",
+    # --jobs 1: the trials are built in a local build process (the boards have no --cpu worker)
+    run = subprocess.run([*CLI, "search", str(exp), *pool["cluster"], "--jobs", "1", "--trials", "3", "--max-drop", "50",
                           "--out", str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout)
