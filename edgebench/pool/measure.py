@@ -121,7 +121,13 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
     lost_since: dict[str, float] = {}
     finished: dict[str, int] = defaultdict(int)  # rounds answered per target
     last_status = last_check = time.monotonic()
-    while futures:
+    while futures or held:
+        if not futures:  # a baseline that never came: the others are recorded without it (and profiled)
+            pending_baseline.clear()
+            for args in list(held):
+                held.remove(args)
+                finish(*args)
+            continue
         batch = done.next_batch(block=False)
         for fut in batch:
             if fut.key not in meta:  # cancelled below (its token had no live worker): recorded there
@@ -187,10 +193,6 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
         if now - last_status >= STATUS_EVERY_S:
             last_status = now
             log(_status(pool, futures, meta, finished))
-    for args in list(held):  # a baseline that never came: the others are recorded without it
-        held.remove(args)
-        pending_baseline.clear()
-        finish(*args)
     return records
 
 
