@@ -239,11 +239,13 @@ def _nodes(events: list[tuple]) -> list[tuple]:
             inner.append((delegate_id, ns))
         elif name == "DELEGATE_CALL":
             seen: dict[str, int] = {}
+            # "Convert (NC)" names no types: in a delegate of int8 kernels it (de)quantizes.
+            quantized = any(_xnn_precision(kernel) in ("int8", "int8-dynamic") for kernel, _ in inner)
             for kernel_name, kernel_ns in inner:
                 family = kernel_name.partition(" (")[0]
                 i = seen[family] = seen.get(family, -1) + 1
                 op = LAYOUT_KERNELS.get(family, family)
-                if family == "Convert" and _xnn_precision(kernel_name) in ("int8", "int8-dynamic"):
+                if family == "Convert" and (quantized or _xnn_precision(kernel_name) in ("int8", "int8-dynamic")):
                     op = "QuantizeLinear"  # float <-> int8 conversions are quantize/dequantize work
                 nodes.append((f"xnnpack{k}/{family}#{i}", op, "XNNPACK " + kernel_name.rpartition(" #")[0],
                               _xnn_precision(kernel_name), kernel_ns / 1e6))

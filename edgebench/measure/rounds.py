@@ -152,7 +152,7 @@ def make_measured_record(
     record.update(
         latency_ms=latency_summary(samples), latency_samples_ms=samples,
         latency_rounds=result.get("latency_rounds") or [round_summary(samples)],
-        load_s=result.get("load_s"), first_inference_ms=result.get("first_inference_ms"),
+        import_s=result.get("import_s"), load_s=result.get("load_s"), first_inference_ms=result.get("first_inference_ms"),
         rss_after_load_mb=result.get("rss_after_load_mb"),
         peak_rss_inference_mb=result.get("peak_rss_inference_mb"),
         peak_rss_eval_mb=result.get("peak_rss_eval_mb"),

@@ -17,8 +17,9 @@ register(Runtime(
     module="executorch",
     install_hint="pip install executorch==1.5.1 torch (or: pip install 'edgebench[executorch]'); "
                  "torch-free on Python >= 3.12: pip install executorch-numpy-runtime",
-    # A .pte runs on the ExecuTorch version that wrote it: the device gets the exporter's.
-    device_requirement="executorch==1.5.1",
+    # A .pte runs on the ExecuTorch version that wrote it: the device gets the exporter's, and
+    # torch, which its Python runtime links (on aarch64 a CPU build: see targets/rpi/README.md).
+    device_requirement="executorch==1.5.1 torch",
     # PyPI's aarch64 torch 2.13 is a CUDA build whose pins do not resolve: the emulated aarch64
     # device runs ExecuTorch 1.3.1 inside executorch-numpy-runtime (measured to run 1.5.1
     # programs), which needs Python >= 3.12: a Debian trixie tree beside the bookworm rootfs.

@@ -80,12 +80,14 @@ class Target:
             return self._labelled({"status": "error", "error": f"unavailable: {problem}"})
         try:
             runner = self.host.stage_bundle(runner_files(runtime))[0]
-            model, inputs, *other = self.host.stage([Path(artifact), Path(data), *map(Path, compare or ())])
             sides = runtime_of(runtime).artifact_format.side_files
-            if sides:  # an artifact of several files (ncnn: .param + .bin) travels as one folder
-                model = self.host.stage_bundle([Path(artifact), *(Path(artifact).with_suffix(s) for s in sides)])[0]
-                if other:
-                    other[0] = self.host.stage_bundle([Path(compare[0]), *(Path(compare[0]).with_suffix(s) for s in sides)])[0]
+            if not sides:
+                model, inputs, *other = self.host.stage([Path(artifact), Path(data), *map(Path, compare or ())])
+            else:  # an artifact of several files (ncnn: .param + .bin) travels as one folder
+                models = [self.host.stage_bundle([Path(a), *(Path(a).with_suffix(s) for s in sides)])[0]
+                          for a in (artifact, *(compare or ())[:1])]
+                inputs, *other = self.host.stage([Path(data), *map(Path, (compare or ())[1:])])
+                model, other = models[0], [*models[1:], *other]
         except TargetError as exc:  # the device did not take the files: `host_error` (a pool retires it)
             return self._labelled({"status": "error", "error": str(exc), "host_error": True})
         argv = [self.host.python_for(runtime), runner, "--model", model, "--data", inputs, "--runtime", runtime,

@@ -84,6 +84,7 @@ def test_executorch_records_say_what_xnnpack_ran(run):
     assert int8["size_bytes"] < base["size_bytes"]
     assert abs(int8["accuracy"] - base["accuracy"]) <= 0.03  # a quarter-width CNN on 8x8 digits
     assert base["runtime_settings"]["threads"] == 1 and base["machine"]["runtime_version"]
+    assert base["import_s"] > 0  # its Python runtime imports torch: measured apart from loading
 
 
 def test_ncnn_fp16_options_are_set_per_record_and_read_back(run):
