@@ -98,6 +98,9 @@ class Runtime:
     # Another package that provides the runtime on a device, (module, distribution): ExecuTorch's
     # torch-free executorch-numpy-runtime. `edgebench targets` reports it when the first is missing.
     alternative: tuple[str, str] | None = None
+    # Modules its runner adapter imports on a device besides numpy and the runtime: only where the
+    # runtime itself needs them (ExecuTorch's Python runtime links libtorch: torch).
+    device_imports: tuple[str, ...] = ()
 
     @property
     def adapter(self) -> Path:

@@ -26,6 +26,7 @@ register(Runtime(
     on_demand=OnDemand(requirements=("executorch-numpy-runtime",), python="3.13",
                        module="executorch_numpy_runtime", distribution="executorch-numpy-runtime"),
     alternative=("executorch_numpy_runtime", "executorch-numpy-runtime"),
+    device_imports=("torch",),  # the official runtime's pybindings link libtorch
     precision_from="runner",
     executed_reader="edgebench.export.precision_mobile:read_executorch",
     description="PyTorch ExecuTorch with the XNNPACK delegate (adapter imports torch, or runs torch-free)",
