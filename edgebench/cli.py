@@ -54,6 +54,8 @@ def add_compress_arguments(p: argparse.ArgumentParser) -> None:
 def add_init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", default="experiment.toml", help="where to write (default: experiment.toml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--task", choices=("classify", "detect"), default="classify",
+                   help="which built-in demo: classify (cluttered digits, the default) or detect (digit scenes, mAP)")
 
 
 def _log(args):
@@ -113,31 +115,54 @@ def run_status(records: list[dict]) -> tuple[int, str]:
 def summary_table(records: list[dict]) -> str:
     from edgebench.export.precision import precision_label
 
-    rows = [("variant", "target", "runtime", "size KB", "p50 ms", "accuracy (95% CI)", "Δ pt", "computes")]
+    metric = next((r["metric"] for r in records if r.get("status") == "ok" and r.get("accuracy") is None
+                   and (r.get("metric") or {}).get("value") is not None), None)
+    name = f"{metric['name']} (95% CI)" if metric else "accuracy (95% CI)"
+    rows = [("variant", "target", "runtime", "size KB", "p50 ms", name, "Δ" if metric else "Δ pt", "computes")]
     most = max((r.get("n_eval") or 0 for r in records), default=0)
     for r in records:
         if r["status"] != "ok":
             rows.append((r["variant"], r["target"], r["runtime"], "-", "-", "error", "", (r["error"] or "")[:60]))
             continue
         size = f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "-"
-        acc, ci, n = r.get("accuracy"), r.get("accuracy_ci95"), r.get("n_eval")
-        text = "-" if acc is None else f"{acc * 100:.1f}%"
-        if acc is not None and ci:
-            text += f" ({ci[0] * 100:.1f}–{ci[1] * 100:.1f})"
+        text = _score_text(r, metric is not None)
+        n = r.get("n_eval")
         if n and n < most:  # a subset (e.g. the QEMU profile's first 100 inputs) says so
             text += f" n={n}"
         p50 = f"{r['latency_ms']['p50']:.3f}" + (" emulated" if r.get("emulated") else "")  # not a device's speed
         rows.append((r["variant"], r["target"], r["runtime"], size, p50, text,
-                     _delta(records, r), precision_label(r.get("precision"), r.get("compute_precision"))))
+                     _delta(records, r, metric is not None), precision_label(r.get("precision"), r.get("compute_precision"))))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def _delta(records: list[dict], record: dict) -> str:
-    """The accuracy difference from the baseline on the same target/runtime, '(n.s.)' when a
-    McNemar test on the same inputs does not call it significant."""
+def _score_text(r: dict, by_metric: bool) -> str:
+    """Accuracy in % with its interval, or (another task) the metric's value with its interval."""
+    if by_metric:
+        m = r.get("metric") or {}
+        if m.get("value") is None:
+            return "-"
+        ci = m.get("ci95")
+        return f"{m['value']:.4g}" + (f" ({ci[0]:.4g}–{ci[1]:.4g})" if ci else "")
+    acc, ci = r.get("accuracy"), r.get("accuracy_ci95")
+    text = "-" if acc is None else f"{acc * 100:.1f}%"
+    if acc is not None and ci:
+        text += f" ({ci[0] * 100:.1f}–{ci[1] * 100:.1f})"
+    return text
+
+
+def _delta(records: list[dict], record: dict, by_metric: bool = False) -> str:
+    """The difference from the baseline on the same target/runtime, '(n.s.)' when the paired
+    test on the same inputs (McNemar for accuracy, the bootstrap for another metric) does not
+    call it significant."""
     from edgebench.measure.accuracy import significant
 
+    if by_metric:
+        m = record.get("metric") or {}
+        if record["variant"] == "baseline" or m.get("delta") is None:
+            return ""
+        mark = {True: " *", False: " (n.s.)", None: ""}[significant(m.get("delta_p"))]
+        return f"{m['delta']:+.3g}{mark}"
     base = next((b for b in records if b["variant"] == "baseline" and b["status"] == "ok"
                  and (b["target"], b["runtime"]) == (record["target"], record["runtime"])), None)
     if record["variant"] == "baseline" or base is None or None in (base.get("accuracy"), record.get("accuracy")):
@@ -157,12 +182,12 @@ def compress_command(args) -> int:
 
 
 def init_command(args) -> int:
-    from edgebench.config import DEMO_PATH
+    from edgebench.config import DEMO_PATH, DEMOS
 
     path = Path(args.path)
     if path.exists() and not args.force:
         raise EdgebenchError(f"{path} exists; use --force to overwrite it")
-    path.write_text(DEMO_PATH.read_text())
+    path.write_text(DEMOS.get(args.task, DEMO_PATH).read_text())
     print(json.dumps({"path": str(path)}) if args.json else f"wrote {path}: edit it, then `edgebench run {path}`")
     return 0
 

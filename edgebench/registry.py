@@ -105,6 +105,7 @@ TASKS = Registry("task", modules=(
     "edgebench.tasks.classify",
     "edgebench.tasks.regress",
     "edgebench.tasks.anomaly",
+    "edgebench.tasks.detect",
     "edgebench.tasks.custom",
 ))
 

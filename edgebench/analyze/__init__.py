@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +52,54 @@ COLUMNS = (
     "latency_ms.mean", "latency_ms.n", "latency_samples_ms", "load_s", "first_inference_ms",
     "rss_after_load_mb", "peak_rss_mb", "peak_rss_eval_mb", "cpu_time_s", "energy_mj.value",
     "energy_mj.model", "accuracy", "n_eval", "accuracy_ci95", "accuracy_delta_p", "agreement", "logit_rel_err",
+    "metric.name", "metric.value", "metric.ci95", "metric.delta", "metric.delta_ci95", "metric.delta_p",
     "machine.arch", "machine.cpu", "machine.runtime_version", "machine.threads",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What a run's variants are judged by: top-1 accuracy for a classifier (in %, with its
+    Wilson interval), else the task's metric (`metric.value`: mAP, MAE, AUC, the user's own)
+    with its bootstrap interval and direction."""
+
+    column: str  # the DataFrame column of the value
+    name: str  # for axes and headers
+    direction: int  # +1 higher is better, -1 lower
+    percent: bool  # shown x100 with a % sign
+    ci_column: str
+    delta_column: str  # the paired difference from the baseline, in the metric's units
+    p_column: str
+
+    def label(self) -> str:
+        return f"{self.name} (%)" if self.percent else self.name
+
+    def scale(self) -> float:
+        return 100.0 if self.percent else 1.0
+
+
+ACCURACY = Quality("accuracy", "accuracy", +1, True, "accuracy_ci95", "metric.delta", "accuracy_delta_p")
+
+
+def quality(df: pd.DataFrame) -> Quality:
+    """The Quality of the runs in `df`: accuracy when records have it, else their task metric
+    (records carry `metric {name, higher_is_better}`), else agreement with the baseline."""
+    if "accuracy" in df.columns and df["accuracy"].notna().any():
+        return ACCURACY
+    if "metric.value" in df.columns and df["metric.value"].notna().any():
+        names = df["metric.name"].dropna()
+        higher = df["metric.higher_is_better"].dropna() if "metric.higher_is_better" in df.columns else []
+        direction = +1 if (len(higher) == 0 or bool(higher.iloc[0])) else -1
+        return Quality("metric.value", str(names.iloc[0]) if len(names) else "metric", direction, False,
+                       "metric.ci95", "metric.delta", "metric.delta_p")
+    return Quality("agreement", "top-1 agreement with baseline", +1, True, "", "", "")
+
+
+def front_metrics(df: pd.DataFrame) -> tuple[list[str], dict[str, int]]:
+    """The metrics of the Pareto front for `df` (its Quality first) and their directions."""
+    q = quality(df)
+    metrics = available_metrics(df, (q.column, *FRONT_METRICS[1:]))
+    return metrics, {q.column: q.direction}
 
 
 def direction(metric: str) -> int:
@@ -172,7 +219,8 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     df["emulated"] = df["emulated"].fillna(False).astype(bool)
     df["status"] = df["status"].fillna("error")
     for column in df.columns:
-        if column in DIRECTIONS or column.startswith(("latency_ms.", "energy_mj.")):
+        if column in DIRECTIONS or column.startswith(("latency_ms.", "energy_mj.")) or column in (
+                "metric.value", "metric.delta", "metric.delta_p"):
             if column not in ENERGY_TEXT and df[column].dtype == object:
                 df[column] = pd.to_numeric(df[column], errors="coerce")
     return df.reset_index(drop=True)
@@ -241,17 +289,21 @@ def available_metrics(df: pd.DataFrame, metrics: Sequence[str] = FRONT_METRICS) 
     return [m for m in metrics if m in ok.columns and ok[m].notna().any()]
 
 
-def best_variants(df: pd.DataFrame, max_drop: float = 0.01) -> pd.DataFrame:
-    """Per (target, runtime): the fastest and the smallest ok variant whose accuracy is within
-    `max_drop` of the baseline's (all ok variants when there is no baseline or no accuracy)."""
+def best_variants(df: pd.DataFrame, max_drop: float | None = None) -> pd.DataFrame:
+    """Per (target, runtime): the fastest and the smallest ok variant whose quality is within
+    `max_drop` of the baseline's (accuracy: 0.01 = one point by default; another metric: its
+    own units, default 1 % of the baseline's value; all ok variants without a baseline)."""
     import pandas as pd
 
+    q = quality(df)
     rows = []
     for (target, runtime), group in df[df["status"].eq("ok")].groupby(list(GROUP)):
-        base = group.loc[group["variant"].eq("baseline"), "accuracy"].dropna()
+        base = pd.to_numeric(group.loc[group["variant"].eq("baseline"), q.column], errors="coerce").dropna()
         keep = group
-        if len(base) and group["accuracy"].notna().any():
-            keep = group[group["accuracy"] >= base.iloc[0] - max_drop - 1e-12]
+        if len(base) and group[q.column].notna().any():
+            drop = max_drop if max_drop is not None else (0.01 if q.percent else abs(base.iloc[0]) * 0.01)
+            values = pd.to_numeric(group[q.column], errors="coerce")
+            keep = group[q.direction * (values - base.iloc[0]) >= -drop - 1e-12]
         row = {"target": target, "runtime": runtime, "fastest": None, "smallest": None}
         if keep["latency_ms.p50"].notna().any():
             row["fastest"] = keep.loc[keep["latency_ms.p50"].idxmin(), "variant"]

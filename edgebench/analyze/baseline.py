@@ -143,7 +143,7 @@ def validate_entry(entry: dict, where: str) -> None:
     for key in NUMBERS:
         if not numeric(entry.get(key)):
             raise bad(key, entry.get(key), "a number")
-    for key in ("latency_ms", "machine"):
+    for key in ("latency_ms", "machine", "metric"):
         if entry.get(key) is not None and not isinstance(entry[key], dict):
             raise bad(key, entry[key], "an object")
     for key, value in (entry.get("latency_ms") or {}).items():
@@ -173,6 +173,9 @@ def baseline_entry(record: dict) -> dict:
     latency = record.get("latency_ms") or {}
     entry["latency_ms"] = {k: latency.get(k) for k in ("p50", "p90", "min", "n")}
     entry["latency_rounds"] = record.get("latency_rounds")
+    metric = record.get("metric") or {}
+    if metric.get("value") is not None:  # the task's metric, for a baseline of another task than classify
+        entry["metric"] = {k: metric.get(k) for k in ("name", "value", "higher_is_better", "n")}
     machine = record.get("machine") or {}
     entry["machine"] = {k: machine.get(k) for k in ("arch", "cpu", "runtime_version", "threads")}
     return entry

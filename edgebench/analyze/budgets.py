@@ -23,7 +23,8 @@ from edgebench.config import build, read_toml
 from edgebench.errors import ConfigError, did_you_mean
 
 BUDGET_METRICS = {"latency_p50_ms": "latency_ms.p50", "latency_p90_ms": "latency_ms.p90",
-                  "latency_p99_ms": "latency_ms.p99", "energy_mj": "energy_mj.value"}
+                  "latency_p99_ms": "latency_ms.p99", "energy_mj": "energy_mj.value", "metric": "metric.value",
+                  "metric_drop": "metric.drop"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class Budget:
     max_energy_mj: float | None = None
     min_accuracy: float | None = None
     min_agreement: float | None = None
+    # The task's metric (mAP, MAE, AUC, the user's own; accuracy for a classifier), in its units:
+    # a floor or a ceiling on its value, and the most it may lose against the baseline measured
+    # on the same target, runtime and inputs (worse by `max_metric_drop`, whichever way is better).
+    min_metric: float | None = None
+    max_metric: float | None = None
+    max_metric_drop: float | None = None
 
     def limits(self) -> list[tuple[str, str, float]]:
         """(record metric, 'max'|'min', limit) for each limit that is set."""
@@ -78,6 +85,13 @@ def load_budgets(path: str | Path) -> list[Budget]:
 
 
 def _get(record: dict, metric: str) -> Any:
+    if metric == "metric.drop":  # how much worse than the baseline, in the metric's units
+        m = record.get("metric") or {}
+        if record.get("variant") == "baseline" and m.get("value") is not None:
+            return 0.0
+        if m.get("delta") is None:
+            return None
+        return -m["delta"] if m.get("higher_is_better", True) else m["delta"]
     value: Any = record
     for part in metric.split("."):
         value = value.get(part) if isinstance(value, dict) else None

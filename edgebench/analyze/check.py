@@ -63,13 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a process down; its fastest run is the least disturbed)")
     parser.add_argument("--accuracy-drop", type=float, default=d.accuracy_drop,
                         help="allowed absolute accuracy drop vs the baseline (default %(default)s)")
+    parser.add_argument("--metric-drop", type=float, default=d.metric_drop,
+                        help="a task metric other than accuracy (mAP, MAE, AUC, yours): allowed loss vs the "
+                             "baseline, in the metric's units (default: 1%% of the baseline's value)")
     parser.add_argument("--footprint-tolerance", type=float, default=d.footprint_tolerance,
                         help="allowed relative growth of size/params/MACs (default %(default)s)")
 
 
 def _options(args: argparse.Namespace) -> tuple[GateOptions, ABOptions]:
     options = GateOptions(latency_effect=args.latency_effect, alpha=args.alpha, accuracy_drop=args.accuracy_drop,
-                          footprint_tolerance=args.footprint_tolerance, latency_stat=check_stat(args.latency_stat))
+                          metric_drop=args.metric_drop, footprint_tolerance=args.footprint_tolerance, latency_stat=check_stat(args.latency_stat))
     if not 0 < options.alpha < 1 or options.latency_effect < 0:
         raise ConfigError("--alpha must be in (0, 1) and --latency-effect >= 0")
     if not 2 <= args.min_rounds <= args.max_rounds or args.process_seconds <= 0:

@@ -42,6 +42,7 @@ class GateOptions:
     latency_effect: float = 0.10  # relative growth of latency needed to fail (and significance)
     alpha: float = 0.01  # one-sided significance level of the latency tests
     accuracy_drop: float = 0.01  # absolute (0.01 = one percentage point)
+    metric_drop: float | None = None  # another task's metric: absolute, in its units (None: 1 % of the baseline)
     footprint_tolerance: float = 0.005  # relative growth of size/params/MACs still accepted
     latency_stat: str = DEFAULT_STAT  # the per-process statistic compared (latency_gate.py)
 
@@ -209,9 +210,28 @@ def compare_record(base: dict, new: dict, options: GateOptions, reference: Side,
     return checks
 
 
+def _metric(base: dict, new: dict, options: GateOptions, add) -> None:
+    """A task metric that is not accuracy (mAP, MAE, AUC, the user's): worse than the baseline
+    run's by more than `metric_drop` (its units; default 1 % of the baseline's value) fails."""
+    bm, nm = base.get("metric") or {}, new.get("metric") or {}
+    b = number(bm.get("value"))
+    if b is None:
+        return
+    name, higher = bm.get("name", "metric"), bm.get("higher_is_better", True)
+    allowed = options.metric_drop if options.metric_drop is not None else abs(b) * 0.01
+    limit = f"baseline {b:.4g} {'-' if higher else '+'} {allowed:.3g}"
+    n = number(nm.get("value"))
+    if n is None:
+        add(name, limit, fmt(nm.get("value")), "FAIL", "missing or NaN in this run")
+        return
+    worse = (b - n) if higher else (n - b)
+    add(name, limit, f"{n:.4g}", "FAIL" if worse > allowed + 1e-12 else "ok", f"{n - b:+.4g}")
+
+
 def _accuracy(base: dict, new: dict, options: GateOptions, add) -> None:
     b = number(base.get("accuracy"))
     if b is None:
+        _metric(base, new, options, add)
         return
     limit = f"baseline {b:.4f} - {options.accuracy_drop:g}"
     n = number(new.get("accuracy"))

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebench.analyze import (
-    available_metrics,
+    ACCURACY,
     best_variants,
     describe_steps,
     energy_of,
     fmt,
     format_table,
+    front_metrics,
     load,
     pareto_front,
+    quality,
     read_manifest,
 )
 from edgebench.export.precision import precision_label
@@ -75,15 +77,25 @@ def main(args: argparse.Namespace) -> int:
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """The loaded table plus `on_front` and the text columns the reports show."""
     df = df.copy()
-    metrics = available_metrics(df)
-    df["on_front"] = pareto_front(df, metrics) if metrics else False
+    metrics, directions = front_metrics(df)
+    df["on_front"] = pareto_front(df, metrics, directions=directions) if metrics else False
+    q = quality(df)
     df["steps_text"] = df["steps"].map(describe_steps)
     df["target_text"] = df["target"].astype(str) + df["emulated"].map({True: " (emulated)", False: ""})
     df["status_text"] = [s if s == "ok" else f"{s}: {e}" for s, e in zip(df["status"], df["error"], strict=False)]
-    df["accuracy_delta_pt"] = accuracy_delta_pt(df)
-    df["delta_text"] = [_delta_text(v, d, p) for v, d, p in
-                        zip(df["variant"], df["accuracy_delta_pt"], df["accuracy_delta_p"], strict=False)]
-    df["ci_text"] = df["accuracy_ci95"].map(_ci_text)
+    if q is ACCURACY:
+        df["accuracy_delta_pt"] = accuracy_delta_pt(df)
+        df["delta_text"] = [_delta_text(v, d, p) for v, d, p in
+                            zip(df["variant"], df["accuracy_delta_pt"], df["accuracy_delta_p"], strict=False)]
+        df["ci_text"] = df["accuracy_ci95"].map(_ci_text)
+    else:  # the task's metric, in its own units; the difference and its p from the paired bootstrap
+        import pandas as pd
+
+        df["accuracy_delta_pt"] = pd.to_numeric(df.get(q.delta_column), errors="coerce")
+        df["delta_text"] = [_delta_text(v, d, p, digits=4) for v, d, p in
+                            zip(df["variant"], df[q.delta_column], df[q.p_column], strict=False)]
+        df["ci_text"] = df[q.ci_column].map(lambda ci: _ci_text(ci, 1.0))
+    df.attrs["quality"] = q
     df["ran_text"] = [precision_label(a if isinstance(a, str) else None, r if isinstance(r, str) else None)
                       for a, r in zip(df["precision"], df["compute_precision"], strict=False)]
     df.attrs["front_metrics"] = metrics
@@ -100,18 +112,44 @@ def accuracy_delta_pt(df: pd.DataFrame) -> pd.Series:
     return (pd.to_numeric(df["accuracy"], errors="coerce") - base.reindex(keys).to_numpy()) * 100
 
 
-def _delta_text(variant: Any, delta: Any, p: Any) -> str:
+def _delta_text(variant: Any, delta: Any, p: Any, digits: int = 2) -> str:
     if variant == "baseline" or delta is None or delta != delta:
         return "—"
     if p is None or p != p:
-        return f"{delta:+.2f}"
-    return f"{delta:+.2f} {'*' if p < SIGNIFICANCE else '(n.s.)'}"
+        return f"{delta:+.{digits}g}" if digits > 2 else f"{delta:+.2f}"
+    text = f"{delta:+.{digits}g}" if digits > 2 else f"{delta:+.2f}"
+    return f"{text} {'*' if p < SIGNIFICANCE else '(n.s.)'}"
 
 
-def _ci_text(ci: Any) -> str:
+def _ci_text(ci: Any, scale: float = 100.0) -> str:
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-        return f"{ci[0] * 100:.1f}–{ci[1] * 100:.1f}"
+        return f"{ci[0] * scale:.1f}–{ci[1] * scale:.1f}" if scale == 100.0 else f"{ci[0]:.4g}–{ci[1]:.4g}"
     return "—"
+
+
+def significance_note(df: pd.DataFrame) -> str:
+    q = df.attrs.get("quality", ACCURACY)
+    if q is ACCURACY:
+        return SIGNIFICANCE_NOTE
+    return (f"Δ {q.name}: {q.name} minus the baseline's on the same target, runtime and inputs "
+            f"({'higher' if q.direction > 0 else 'lower'} is better); * when the paired bootstrap's p < "
+            f"{SIGNIFICANCE}, (n.s.) otherwise: treat it as no difference. 95% CI: bootstrap interval "
+            f"of the {q.name} over the n inputs.")
+
+
+def _drop_text(df: pd.DataFrame) -> str:
+    q = df.attrs.get("quality", ACCURACY)
+    return "1 point" if q is ACCURACY else "1 %"
+
+
+def table_spec(df: pd.DataFrame) -> tuple:
+    """TABLE, with the task's metric in place of accuracy for a run that is not a classifier's."""
+    q = df.attrs.get("quality", ACCURACY)
+    if q is ACCURACY:
+        return TABLE
+    swap = {"accuracy %": (q.name, q.column, 1, 4), "95% CI": ("95% CI", "ci_text", None, 0, q.column),
+            "Δ acc pt": (f"Δ {q.name}", "delta_text", None, 0, "accuracy_delta_pt")}
+    return tuple(swap.get(spec[0], spec) for spec in TABLE if spec[0] != "agreement %")
 
 
 def energy_notes(df: pd.DataFrame) -> list[str]:
@@ -201,7 +239,8 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
 
 
 def _rows(df: pd.DataFrame) -> list[list[tuple[str, Any]]]:
-    return [[_cell(row, *spec[1:]) for spec in TABLE] for _, row in df.iterrows()]
+    spec = table_spec(df)
+    return [[_cell(row, *s[1:]) for s in spec] for _, row in df.iterrows()]
 
 
 def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str, run: Path) -> str:
@@ -213,9 +252,9 @@ def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id:
         lines.append("")
     rows = [["★" if front else ""] + [text for text, _ in cells]
             for front, cells in zip(df["on_front"], _rows(df), strict=False)]
-    lines.append(format_table(rows, ["front"] + [h for h, *_ in TABLE], markdown=True))
+    lines.append(format_table(rows, ["front"] + [h for h, *_ in table_spec(df)], markdown=True))
     note = f"★ Pareto front per target/runtime over: {', '.join(df.attrs['front_metrics']) or '—'}."
-    lines += ["", note, "", SIGNIFICANCE_NOTE, ""]
+    lines += ["", note, "", significance_note(df), ""]
     notes = energy_notes(df)
     if notes:
         lines += ["Energy per inference — " + ("" if _any_measured(df) else f"{NO_METER_NOTE}:"), ""]
@@ -223,7 +262,8 @@ def render_markdown(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id:
     best = best_variants(df)
     if len(best):
         lines += ["### Best variant per target/runtime", "",
-                  "Within 1 point of the baseline's accuracy: the fastest (p50) and the smallest.", ""]
+                  f"Within {_drop_text(df)} of the baseline's {df.attrs.get('quality', ACCURACY).name}: "
+                  "the fastest (p50) and the smallest.", ""]
         lines.append(format_table(best.fillna("—").values.tolist(),
                                   ["target", "runtime", "fastest", "smallest"], markdown=True))
         lines.append("")
@@ -289,7 +329,7 @@ def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str
         "records": f"{len(df)} ({int(df['status'].ne('ok').sum())} errors)",
         "front over": ", ".join(df.attrs["front_metrics"]) or "—",
     }
-    head = [("★", True)] + [(h, col in TEXT_COLUMNS) for h, col, *_ in TABLE]
+    head = [("★", True)] + [(h, col in TEXT_COLUMNS) for h, col, *_ in table_spec(df)]
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            f"<title>edgebench report {e(run_id)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
            f"<h1>edgebench report — run {e(run_id)}</h1>", "<dl>"]
@@ -298,7 +338,7 @@ def render_html(df: pd.DataFrame, manifest: dict, plots: list[Path], run_id: str
             "<p>★ on the Pareto front of its target/runtime. Click a header to sort. "
             "Peak RSS is the runner process's during batch-1 inference (runtime and model; the "
             "accuracy pass is not counted). Computes: the precision the runtime's graph really "
-            f"computes in.</p><p>{e(SIGNIFICANCE_NOTE)}</p>",
+            f"computes in.</p><p>{e(significance_note(df))}</p>",
             '<table class="sortable"><thead><tr>']
     out += [f'<th data-col="{i}" class="{"t" if text else ""}">{e(h)}</th>' for i, (h, text) in enumerate(head)]
     out.append("</tr></thead><tbody>")

@@ -15,7 +15,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edgebench.analyze import GROUP, energy_of, pareto_front
+from edgebench.analyze import GROUP, energy_of, pareto_front, quality
 from edgebench.analyze.chart_style import (
     METHOD_STYLE,
     dark,
@@ -94,7 +94,8 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
     from matplotlib.lines import Line2D
 
     numbers = variant_numbers(df, list(METHOD_STYLE))
-    ycol, ylabel = _y(df)
+    q = quality(df)
+    ycol, ylabel, yscale = q.column, q.label() + ("" if q.direction > 0 else ", lower is better: axis inverted"), q.scale()
     full_n = int(df["n_eval"].max()) if df["n_eval"].notna().any() else 0
     ok = df[df["status"].eq("ok") & df[chart.column].notna() & df[ycol].notna()]
     panels = panel_keys(df)
@@ -112,7 +113,7 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
             title += "\n" + "\n".join(textwrap.fill(t, 58) for t in labels)
         n_eval = rows["n_eval"].dropna()
         if len(n_eval) and n_eval.min() < full_n:  # e.g. the QEMU profile's eval_limit
-            title += f"\naccuracy on the first {int(n_eval.min())} of {full_n} test inputs"
+            title += f"\n{q.name} on the first {int(n_eval.min())} of {full_n} test inputs"
         missing = len(every) - len(rows)
         if missing:  # in the title: inside the axes it would cover points
             title += f"\n{missing} record(s) not shown (error or no value)"
@@ -124,11 +125,15 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center")
             continue
         x = rows[chart.column].astype(float) * chart.scale
-        y = rows[ycol].astype(float) * 100
-        bounds = [b * 100 for c in rows["accuracy_ci95"] if ycol == "accuracy" and isinstance(c, (list, tuple))
+        y = rows[ycol].astype(float) * yscale
+        bounds = [b * yscale for c in rows.get(q.ci_column, []) if isinstance(c, (list, tuple))
                   for b in c if b is not None]
         # The axis holds the intervals too: a difference smaller than them is not one to zoom into.
-        low, high, cut = focus(list(y) + bounds)
+        if q.direction > 0:
+            low, high, cut = focus(list(y) + bounds, top=100.0 if q.percent else math.inf)
+        else:  # lower is better: no clipping (the best points are the low ones), axis inverted below
+            span = max(list(y) + bounds) - min(list(y) + bounds)
+            low, high, cut = min(list(y) + bounds) - 0.1 * span - 1e-9, max(list(y) + bounds) + 0.1 * span + 1e-9, None
         clipped = y < (cut if cut is not None else -math.inf)
         shown = y.where(~clipped, low + ((cut or low) - low) * 0.4)  # clipped: drawn in the strip
         clipped_any |= bool(clipped.any())
@@ -143,11 +148,11 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
                 ax.errorbar(xs, ys, xerr=list(zip(*err, strict=False)), fmt="none", ecolor=color,
                             alpha=0.5, capsize=2.5, lw=1, zorder=2)
             ci = [c if isinstance(c, (list, tuple)) and len(c) == 2 and None not in c else None
-                  for c in part["accuracy_ci95"]] if ycol == "accuracy" else [None] * len(part)
+                  for c in part[q.ci_column]] if q.ci_column in part else [None] * len(part)
             has = [c is not None and not o for c, o in zip(ci, out, strict=False)]
-            if any(has):  # the 95 % interval of each accuracy: a gap inside it is no gap
-                lows = [y - c[0] * 100 for y, c, h in zip(ys, ci, has, strict=False) if h]
-                highs = [c[1] * 100 - y for y, c, h in zip(ys, ci, has, strict=False) if h]
+            if any(has):  # the 95 % interval of each value: a gap inside it is no gap
+                lows = [max(y - c[0] * yscale, 0.0) for y, c, h in zip(ys, ci, has, strict=False) if h]
+                highs = [max(c[1] * yscale - y, 0.0) for y, c, h in zip(ys, ci, has, strict=False) if h]
                 ax.errorbar(xs[has], ys[has], yerr=[lows, highs], fmt="none", ecolor=color, alpha=0.35,
                             capsize=0, lw=2.2, zorder=2)
             ax.scatter(xs[~out], ys[~out], c=color, marker=marker, s=marker_size(method),
@@ -155,14 +160,14 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
             ax.scatter(xs[out], ys[out], c=color, marker="v", s=marker_size(method), edgecolors="black",
                        linewidths=0.8, zorder=3)
             methods.append(method)
-        front = pareto_front(rows, [chart.column, ycol], by=None)
+        front = pareto_front(rows, [chart.column, ycol], by=None, directions={ycol: q.direction})
         fx, fy = x[front].to_numpy(), shown[front].to_numpy()
         order = fx.argsort(kind="stable")
         ax.step(fx[order], fy[order], where="post", color="#555", lw=1.2, ls="--", zorder=2)
         ax.margins(x=0.08)
         if log_x:
             log_axis(ax.xaxis)
-        ax.set_ylim(low, high)
+        ax.set_ylim((high, low) if q.direction < 0 else (low, high))
         if cut is not None:  # a shaded strip at the bottom holds the far-below points
             ax.axhspan(low, cut, color="#eeeeee", zorder=0)
             ax.set_yticks([t for t in ax.get_yticks() if cut <= t <= high])
@@ -171,7 +176,7 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
                     fontsize=7, color="#666", va="center")
         names = rows["variant"].astype(str).tolist()
         # A scheme that did not take says so on its point: "fp16 (ran fp32)".
-        value = [f"{_ran(a, r)}{f' ({v:.3g}%)' if c else ''}" for v, c, a, r in
+        value = [f"{_ran(a, r)}{f' ({v:.3g}{chr(37) if q.percent else chr(32)})' if c else ''}" for v, c, a, r in
                  zip(y, clipped, rows["precision"], rows["compute_precision"], strict=False)]
         long = [f"{numbers[n]} {n}{e}" if numbered else f"{n}{e}" for n, e in zip(names, value, strict=False)]
         short = [f"{numbers[n]}{e}" for n, e in zip(names, value, strict=False)] if numbered else long
@@ -181,13 +186,13 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
         colors = [dark(style(m)[0]) for m in rows["method"]]
         todo.append((ax, x.tolist(), shown.tolist(), short, long, rungs, radii, colors))
     extra = [Line2D([], [], color="#555", ls="--", label="Pareto front (this chart)"),
-             Line2D([], [], color="#222", ls=":", lw=0.8, label="baseline accuracy")]
-    if ycol == "accuracy" and ok["accuracy_ci95"].notna().any():
-        extra.append(Line2D([], [], color="#888", lw=2.2, alpha=0.5, label="95% interval of accuracy"))
+             Line2D([], [], color="#222", ls=":", lw=0.8, label=f"baseline {q.name}")]
+    if q.ci_column in ok and ok[q.ci_column].notna().any():
+        extra.append(Line2D([], [], color="#888", lw=2.2, alpha=0.5, label=f"95% interval of {q.name}"))
     if clipped_any:
         extra.append(Line2D([], [], color="#888", marker="v", ls="", markeredgecolor="black",
                             label="far below: clipped, value in label"))
-    title = f"Accuracy vs {chart.label.split(' (')[0]}" + (f" — run {run_id}" if run_id else "")
+    title = f"{q.name[0].upper() + q.name[1:]} vs {chart.label.split(' (')[0]}" + (f" — run {run_id}" if run_id else "")
     if chart.column.startswith("energy_mj") and not _all_measured(ok):
         title += f"\n{NO_METER_NOTE}"
     fig.suptitle(title, fontsize=12)
@@ -200,13 +205,6 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
         fig.tight_layout(rect=(0, bottom, 1, top))
     left = sum(label_points(*panel) for panel in todo)
     return fig, left
-
-
-def _y(df: pd.DataFrame) -> tuple[str, str]:
-    """Accuracy when measured, else agreement with the baseline (both shown in %)."""
-    if df["accuracy"].notna().any():
-        return "accuracy", "accuracy (%)"
-    return "agreement", "top-1 agreement with baseline (%)"
 
 
 def _whiskers(samples: Any, p50: float) -> tuple[float, float]:

@@ -2,7 +2,9 @@
 
 Three kinds of knowledge, each one paper:
 
-- `logits` (Hinton et al. 2015): loss = α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1−α)·CE.
+- `logits` (Hinton et al. 2015): loss = α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1−α)·CE — for
+  a classifier; for other tasks the task's own distillation loss (output matching: α·MSE to
+  the teacher's outputs + (1−α)·the task's loss; `[task] distill_loss` for the user's own).
 - `feature` (FitNets, Romero et al. ICLR 2015): the logits loss + β·hint, the hint being the
   relative squared error between a teacher feature map and the student's seen through a
   learned 1×1 conv adapter, trained jointly (the adapter is dropped afterwards).
@@ -15,8 +17,11 @@ Three kinds of knowledge, each one paper:
     name = "kd-logits"
     steps = [{ method = "distill", kind = "logits", student = "teacher", width = 0.5 }]
 
-`student = "teacher"` is the teacher's own factory with its width times `width`; any other
-value is a model registry name or "package.module:function" at `width`. The input model is only read (as the teacher when
+`student = "teacher"` is the teacher's own factory with its width times `width`; when that
+factory takes no `width` (most users' models), the student is the teacher itself with `width`
+of its channels, heads' widths and hidden sizes kept by structured pruning (torch-pruning, L2
+magnitude), its weights kept as the start — the KD student and its no-KD twin start equal. Any
+other value is a model registry name or "package.module:function" at `width`. The input model is only read (as the teacher when
 the pipeline gives none); the student is a new model.
 
 Automatic layer choice (`teacher_layer`/`student_layer` unset), the same rule for both models:
@@ -34,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgebench.compress import StepContext, method
-from edgebench.compress.distill_losses import feature_loss, logits_loss, relation_loss
+from edgebench.compress.distill_losses import feature_loss, logits_loss, relation_loss, task_loss
 from edgebench.config import choice, require
 from edgebench.errors import StepError
 
@@ -85,14 +90,13 @@ class Distill:
         return student
 
     def _loss(self, teacher, student, ctx: StepContext):
-        import torch.nn.functional as F
-
+        task = ctx.data.task
         if self.kind == "none":
-            return (lambda m, x, y: F.cross_entropy(m(x), y)), []
+            return task_loss(task), []
         if self.kind == "logits":
-            return logits_loss(teacher, self.temperature, self.alpha), []
+            return logits_loss(teacher, self.temperature, self.alpha, task), []
         if self.kind == "feature":
-            kd = logits_loss(teacher, self.temperature, self.alpha)
+            kd = logits_loss(teacher, self.temperature, self.alpha, task)
             return feature_loss(
                 teacher, student, ctx, kd, self.beta, self.teacher_layer, self.student_layer
             )
@@ -134,9 +138,11 @@ def make_student(name: str, width: float, ctx: StepContext, teacher):
             factory, label = type(teacher), type(teacher).__name__
     else:
         factory, label = resolve_factory(name), name
-    params = inspect.signature(factory).parameters
+    params = inspect.signature(factory).parameters if callable(factory) else {}
     if "width" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
         kwargs["width"] = width
+    elif width != 1.0 and name == "teacher":
+        return pruned_student(teacher, width, ctx, label)
     elif width != 1.0:
         raise StepError(
             f"student {label!r}: its factory takes no width argument, so width = {width} cannot apply"
@@ -149,6 +155,30 @@ def make_student(name: str, width: float, ctx: StepContext, teacher):
         except TypeError as exc:
             raise StepError(f"student copy of {label}: {exc}") from None
     return create_model(label, num_classes, in_channels, **kwargs)
+
+
+def pruned_student(teacher, width: float, ctx: StepContext, label: str):
+    """The teacher with `width` of its channels kept (structured, torch-pruning, L2 magnitude,
+    outputs' shapes unchanged): a student of the teacher's own architecture for factories that
+    take no width. Its weights are kept as the start (seeded: the KD student and its twin get
+    the same)."""
+    import copy
+
+    import torch
+
+    from edgebench.compress.prune import structured_prune
+
+    torch.manual_seed(ctx.seed)
+    student = copy.deepcopy(teacher)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    try:
+        student, macs = structured_prune(student, ctx.data.x_train[:1], 1 - width)
+    except StepError as exc:
+        raise StepError(f"student {label!r}: its factory takes no width argument and the teacher could not be "
+                        f"narrowed to width {width}: {exc}") from None
+    ctx.notes["student_from"] = f"the teacher pruned to width {width} (structured, MACs x{macs:.2f}), weights kept"
+    return student
 
 
 def train_student(

@@ -2,7 +2,10 @@
 
 Each loss is a `loss(model, x, y)` for `edgebench.model.train.fit`; the teacher's part of it is
 computed once per training input (`TeacherMemo`). Layers are found by what they compute
-(`auto_feature_layer`, `last_linear`), never by name.
+(`auto_feature_layer`, `last_linear`), never by name. The part that compares outputs and the
+labels' loss are the task's (`Task.distill_loss`, `Task.loss`): Hinton's soft targets for a
+classifier, output matching for a detector, a regressor or an anomaly model. `x` may be one
+tensor or a tuple of them (a model with several inputs), outputs any tuple or dict.
 
     >>> loss = logits_loss(teacher, temperature=2.0, alpha=0.5)
     >>> loss(student, x, y).backward()
@@ -14,6 +17,7 @@ from collections.abc import Callable
 
 from edgebench.compress import StepContext
 from edgebench.errors import StepError, did_you_mean
+from edgebench.tasks.arrays import call, outputs
 
 RKD_ANGLE_WEIGHT = 2.0  # λ_A/λ_D = 2 as in the RKD authors' code
 
@@ -33,11 +37,26 @@ def kd_logits(student_logits, teacher_logits, y, temperature: float, alpha: floa
     return alpha * temperature**2 * soft + (1 - alpha) * F.cross_entropy(student_logits, y)
 
 
-def logits_loss(teacher, temperature: float, alpha: float):
-    memo = TeacherMemo(lambda x: teacher(x))
+def logits_loss(teacher, temperature: float, alpha: float, task=None):
+    """The task's distillation loss between the student's outputs and the teacher's (Hinton's
+    KD on the logits for classify, `kd_logits`; output matching for other tasks)."""
+    if task is None:
+        from edgebench.tasks import make_task
+
+        task = make_task()
+    memo = TeacherMemo(lambda x: outputs(call(teacher, x)))
 
     def loss(model, x, y):
-        return kd_logits(model(x), memo(x), y, temperature, alpha)
+        return task.distill_loss(outputs(call(model, x)), memo(x), y, x, alpha, temperature)
+
+    return loss
+
+
+def task_loss(task):
+    """The task's own training loss as a `loss(model, x, y)` (the no-KD twin's)."""
+
+    def loss(model, x, y):
+        return task.loss(outputs(call(model, x)), y, x)
 
     return loss
 
@@ -58,19 +77,26 @@ class TeacherMemo:
         self.max_bytes = max_bytes
 
     def __call__(self, x):
+        """The teacher's result for the batch `x` (a tensor or a tuple of input tensors); the
+        result is a tensor or a tuple of tensors, each with the batch as its first axis."""
         import torch
 
-        keys = [row.numpy().tobytes() for row in x.detach().contiguous()]
+        parts = x if isinstance(x, tuple) else (x,)
+        keys = [b"".join(p[i].detach().contiguous().numpy().tobytes() for p in parts) for i in range(len(parts[0]))]
         hits = [self.rows.get(k) for k in keys]
         if all(h is not None for h in hits):
+            if isinstance(hits[0], tuple):
+                return tuple(torch.stack([h[j] for h in hits]) for j in range(len(hits[0])))
             return torch.stack(hits)
         with torch.no_grad():
-            out = self.compute(x).detach()
+            out = self.compute(x)
+        out = tuple(o.detach() for o in out) if isinstance(out, tuple) else out.detach()
         if self.stored < self.max_bytes:
-            for key, row in zip(keys, out.clone(), strict=True):
+            rows = zip(*(o.clone() for o in out)) if isinstance(out, tuple) else out.clone()
+            for key, row in zip(keys, rows, strict=True):
                 if key not in self.rows:
-                    self.rows[key] = row
-                    self.stored += row.numel() * row.element_size()
+                    self.rows[key] = tuple(row) if isinstance(out, tuple) else row
+                    self.stored += sum(r.numel() * r.element_size() for r in (row if isinstance(out, tuple) else (row,)))
         return out
 
 
@@ -87,7 +113,9 @@ def feature_loss(
     import torch.nn.functional as F
     from torch import nn
 
-    sample = torch.from_numpy(ctx.data.x_train[:2])
+    from edgebench.tasks.arrays import to_torch
+
+    sample = to_torch(ctx.data.x_train[:2])
     t_name = teacher_layer or auto_feature_layer(teacher, sample)
     s_name = student_layer or auto_feature_layer(student, sample)
     t_mod = _module(teacher, t_name, "teacher_layer")
@@ -119,11 +147,12 @@ def feature_loss(
 
 
 def relation_loss(teacher, student, ctx: StepContext, beta: float):
-    """RKD distance + angle losses on the inputs of each model's last-run Linear layer."""
-    import torch
-    import torch.nn.functional as F
+    """The task's loss + β × RKD distance + angle losses on the inputs of each model's last-run
+    Linear layer."""
 
-    sample = torch.from_numpy(ctx.data.x_train[:2])
+    from edgebench.tasks.arrays import to_torch
+
+    sample = to_torch(ctx.data.x_train[:2])
     t_mod, s_mod = last_linear(teacher, sample), last_linear(student, sample)
     seen: dict = {}
 
@@ -133,7 +162,7 @@ def relation_loss(teacher, student, ctx: StepContext, beta: float):
     def teacher_embedding(x):
         handle = t_mod.register_forward_pre_hook(keep)
         try:
-            teacher(x)
+            call(teacher, x)
         finally:
             handle.remove()
         return seen.pop("emb")
@@ -143,12 +172,12 @@ def relation_loss(teacher, student, ctx: StepContext, beta: float):
     def loss(model, x, y):
         handle = s_mod.register_forward_pre_hook(keep)
         try:
-            logits = model(x)
+            out = outputs(call(model, x))
         finally:
             handle.remove()
         s_emb = seen.pop("emb")
         t_emb = t_memo(x)
-        return F.cross_entropy(logits, y) + beta * (
+        return ctx.data.task.loss(out, y, x) + beta * (
             rkd_distance(s_emb, t_emb) + RKD_ANGLE_WEIGHT * rkd_angle(s_emb, t_emb)
         )
 
@@ -237,7 +266,7 @@ def _capture(model, module, x):
     seen: list = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
     try:
-        model(x)
+        call(model, x)
     finally:
         handle.remove()
     return seen[-1]

@@ -25,19 +25,37 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def output_layer(model: nn.Module, sample: torch.Tensor) -> nn.Module | None:
-    """The last Conv/Linear that runs in a forward pass: the classifier, whose outputs stay."""
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for _, m in prunable_layers(model)]
-    run_once(model, sample, hooks)
-    return order[-1] if order else None
+def output_layers(model: nn.Module, sample) -> list[nn.Module]:
+    """The Conv/Linear layers whose channels the model's outputs are made of: for each output,
+    the layer that produced it, or else the last layer to run whose channel count is one of the
+    output's dimensions (an embedding pooled from a conv, a head output permuted to NHWC).
+    Pruning keeps their channels, so outputs keep their shapes."""
+    from edgebench.tasks.arrays import call, outputs
+
+    ran: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.append((m, o))) for _, m in prunable_layers(model)]
+    try:
+        with torch.no_grad():
+            outs = outputs(call(model.eval(), sample))
+    finally:
+        for h in hooks:
+            h.remove()
+    found: list[nn.Module] = []
+    for out in outs:
+        same = [m for m, o in ran if o is out]
+        if not same and out.dim() >= 2:
+            same = [m for m, _ in reversed(ran) if out_channels(m) in tuple(out.shape[1:])][:1]
+        found += [m for m in same if not any(m is f for f in found)]
+    return found
 
 
 def run_once(model: nn.Module, sample: torch.Tensor, hooks: list) -> None:
     """One inference in eval mode with `hooks` (their handles) installed, then remove them."""
+    from edgebench.tasks.arrays import call
+
     try:
         with torch.no_grad():
-            model.eval()(sample)
+            call(model.eval(), sample)
     finally:
         for h in hooks:
             h.remove()

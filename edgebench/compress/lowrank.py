@@ -1,4 +1,4 @@
-"""Low-rank factorization: replace big Conv2d/Linear layers by thin chains, then fine-tune.
+"""Low-rank factorization: replace big Conv2d/Conv1d/Linear layers by thin chains, then fine-tune.
 
 - Linear (Denil et al. 2013): W = U S Vᵀ truncated to rank r → Linear(in, r) then Linear(r, out).
 - k×k conv, `mode = "svd"` (Zhang et al. 2015, channel decomposition): the weight reshaped
@@ -6,6 +6,8 @@
 - k×k conv, `mode = "tucker2"` (Kim et al. ICLR 2016): HOSVD on the output and input channel
   modes → 1×1 conv Cin → r_in, k×k core r_in → r_out, 1×1 conv r_out → Cout.
 - 1×1 convs are matrices: the SVD split into two 1×1 convs, in either mode.
+- Conv1d (signal nets, keyword spotters on 1-D features): the channel decomposition, as `svd`
+  for k×k convs — a width-k conv with r filters, then a 1-wide conv r → Cout.
 
 The kept rank is `ratio` × the full rank, or the smallest rank keeping `energy` of the
 singular values' squared sum (default: ratio = 0.5; trained layers of small nets have flat
@@ -83,6 +85,8 @@ def factorize(model, ratio: float | None = None, energy: float | None = None, mo
             new, why = _split_linear(layer, ratio, energy, min_params)
         elif isinstance(layer, nn.Conv2d):
             new, why = _split_conv(layer, ratio, energy, mode, min_params)
+        elif isinstance(layer, nn.Conv1d):
+            new, why = _split_conv1d(layer, ratio, energy, min_params)
         else:
             continue
         if new is None:
@@ -93,7 +97,7 @@ def factorize(model, ratio: float | None = None, energy: float | None = None, mo
     if not ranks:
         raise StepError(
             "no factorizable layer: "
-            + ("; ".join(skipped) or "the model has no Conv2d or Linear layer")
+            + ("; ".join(skipped) or "the model has no Conv2d, Conv1d or Linear layer")
         )
     return model, ranks
 
@@ -133,6 +137,30 @@ def _split_linear(layer, ratio, energy, min_params):
     second = nn.Linear(r, out_f, bias=layer.bias is not None)
     first.weight.data.copy_(b)
     second.weight.data.copy_(a)
+    if layer.bias is not None:
+        second.bias.data.copy_(layer.bias.detach())
+    return nn.Sequential(first, second), r
+
+
+def _split_conv1d(layer, ratio, energy, min_params):
+    """Conv1d Cout x Cin x k: SVD of the Cout x (Cin k) matrix → Conv1d(Cin, r, k) then Conv1d(r, Cout, 1)."""
+    from torch import nn
+
+    w = layer.weight.detach()
+    cout, cin, k = w.shape
+    if layer.groups > 1:
+        return None, f"groups = {layer.groups} (depthwise/grouped convs are skipped)"
+    if w.numel() < min_params:
+        return None, f"{w.numel()} weights < min_params"
+    a, b = _svd(w.reshape(cout, cin * k), ratio, energy)
+    r = a.shape[1]
+    if r * (cin * k + cout) >= w.numel():
+        return None, f"rank {r} would not save parameters"
+    first = nn.Conv1d(cin, r, k, layer.stride, layer.padding, layer.dilation, bias=False,
+                      padding_mode=layer.padding_mode)  # fmt: skip
+    second = nn.Conv1d(r, cout, 1, bias=layer.bias is not None)
+    first.weight.data.copy_(b.reshape(r, cin, k))
+    second.weight.data.copy_(a.reshape(cout, r, 1))
     if layer.bias is not None:
         second.bias.data.copy_(layer.bias.detach())
     return nn.Sequential(first, second), r

@@ -203,44 +203,77 @@ class Prune:
         return tp.importance.GroupMagnitudeImportance(p=1 if self.importance == "l1" else 2)
 
     def _structured(self, model, ctx, layers, ratios) -> nn.Module:
-        import torch
-        import torch_pruning as tp
-
-        from edgebench.compress.layers import out_channels, output_layer, prunable_layers
-
-        sample = torch.from_numpy(ctx.data.x_train[:1])
-        head = output_layer(model, sample)
         modules = dict(layers)
-        ignored = [head] if head is not None else []
-        ignored += [modules[n] for n, r in ratios.items() if r == 0 and modules[n] is not head]
-        overrides = {
-            modules[n]: r
-            for n, r in ratios.items()
-            if r is not None and r > 0 and modules[n] is not head
-        }
-        macs_before, _ = tp.utils.count_ops_and_params(model, sample)
-        try:
-            pruner = tp.pruner.MetaPruner(
-                model, sample, importance=self._importance(model), pruning_ratio=self.ratio,
-                pruning_ratio_dict=overrides, ignored_layers=ignored, iterative_steps=self.rounds,
-            )  # fmt: skip
-        except StepError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - tracing failures are this model's limitation
-            raise StepError(
-                f"prune: torch-pruning cannot trace this model: {type(exc).__name__}: {exc}"
-            ) from None
-        for r in range(self.rounds):
-            model.eval()
-            pruner.step()
-            empty = [n for n, m in prunable_layers(model) if out_channels(m) == 0]
-            if empty:
-                raise StepError(
-                    f"prune: ratio {self.ratio} leaves no channel in {', '.join(empty[:3])}"
-                )
+        ignored = [modules[n] for n, r in ratios.items() if r == 0]
+        overrides = {modules[n]: r for n, r in ratios.items() if r is not None and r > 0}
+
+        def after_round(r: int) -> None:
             self._finetune(model, ctx, self._round_epochs(r), label=f"prune round {r + 1}")
-        model.eval()
-        macs_after, _ = tp.utils.count_ops_and_params(model, sample)
-        ctx.notes["macs_ratio"] = round(macs_after / max(1, macs_before), 4)
+
+        from torch import nn
+
+        widths = {n: m.embed_dim for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+        model, macs = structured_prune(model, ctx.data.x_train[:1], self.ratio, self._importance(model), ignored,
+                                       overrides, self.rounds, after_round)
+        ctx.notes["macs_ratio"] = round(macs, 4)
+        same = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention) and widths[n] == m.embed_dim]
+        if same:  # measured: torch-pruning 1.6 prunes the MLPs of nn.MultiheadAttention blocks, not their width
+            ctx.notes["attention_unpruned"] = same
         return model
 
+
+def structured_prune(model: nn.Module, sample, ratio: float, importance=None, ignored: list | None = None,
+                     overrides: dict | None = None, rounds: int = 1, after_round=None) -> tuple[nn.Module, float]:
+    """Remove `ratio` of the channels (in place) with torch-pruning's dependency graph; return
+    the model and its MACs after / before.
+
+    Works on the model as it is: several inputs (`sample` an Arrays row), several outputs, 1-D
+    and 2-D convs, transformer blocks (their MLP widths; torch-pruning 1.6 leaves an
+    nn.MultiheadAttention's own width as it is: the record's notes name those left), LayerNorm,
+    and parameters used directly (a class token, position embeddings). The layers that produce the model's outputs keep their
+    channels (`output_layers`), so every output keeps its shape — a classifier's logits, a
+    detector's heads, a returned embedding; if one still changes, that is a StepError.
+    """
+    import torch
+    import torch_pruning as tp
+    from torch import nn
+
+    from edgebench.compress.layers import out_channels, output_layers, prunable_layers
+    from edgebench.tasks.arrays import call, outputs, to_torch
+
+    example = to_torch(sample)
+    keep = output_layers(model, example)
+    ignored = list(ignored or []) + [m for m in keep if not any(m is i for i in ignored or [])]
+    overrides = {m: r for m, r in (overrides or {}).items() if not any(m is k for k in keep)}
+    heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    with torch.no_grad():
+        shapes_before = [tuple(o.shape) for o in outputs(call(model.eval(), example))]
+    macs_before, _ = tp.utils.count_ops_and_params(model, example)
+    try:
+        pruner = tp.pruner.MetaPruner(
+            model, example, importance=importance or tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio, pruning_ratio_dict=overrides, ignored_layers=ignored, iterative_steps=rounds,
+            num_heads=heads,
+        )  # fmt: skip
+    except StepError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tracing failures are this model's limitation
+        raise StepError(f"prune: torch-pruning cannot trace this model: {type(exc).__name__}: {exc}") from None
+    for r in range(rounds):
+        model.eval()
+        pruner.step()
+        for mha in heads:  # torch-pruning shrinks embed_dim; keep the module's own fields consistent
+            mha.head_dim = mha.embed_dim // mha.num_heads
+        empty = [n for n, m in prunable_layers(model) if out_channels(m) == 0]
+        if empty:
+            raise StepError(f"prune: ratio {ratio} leaves no channel in {', '.join(empty[:3])}")
+        if after_round is not None:
+            after_round(r)
+    model.eval()
+    with torch.no_grad():
+        shapes_after = [tuple(o.shape) for o in outputs(call(model, example))]
+    if shapes_after != shapes_before:
+        raise StepError(f"prune: structured pruning changed the model's output shapes {shapes_before} -> "
+                        f"{shapes_after}; keep the layers feeding them with per_layer = {{ \"name\" = 0 }}")
+    macs_after, _ = tp.utils.count_ops_and_params(model, example)
+    return model, macs_after / max(1, macs_before)

@@ -110,8 +110,10 @@ def quantization_aware_training(
         # mode: BatchNorm statistics stay), so the first steps already see quantized inputs.
         for observer in observers:
             observer.calibrating = True
+        from edgebench.tasks.arrays import call, to_torch
+
         with torch.no_grad():
-            model.eval()(torch.from_numpy(ctx.data.x_calib))
+            call(model.eval(), to_torch(ctx.data.x_calib))
         for observer in observers:
             observer.calibrating = False
         lr = lr if lr is not None else ctx.train.lr / 10

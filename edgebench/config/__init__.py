@@ -33,6 +33,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEMO_PATH = Path(__file__).resolve().parent.parent / "demo.toml"
+# `edgebench init --task NAME`: the built-in demo experiment of each task that has one.
+DEMOS = {"classify": DEMO_PATH, "detect": DEMO_PATH.with_name("demo_detect.toml")}
 
 
 def read_toml(path: str | Path, what: str = "file") -> dict:
@@ -139,8 +141,8 @@ class ModelConfig:
 
 # The model names edgebench.model.factories registers (tests/test_structure.py checks they agree): here,
 # so that an experiment naming one is validated without importing torch.
-BUILTIN_MODELS = ("demo_cnn", "mobilenet", "shufflenet", "resnet")
-BUILTIN_SOURCES = ("digits", "cluttered-digits")
+BUILTIN_MODELS = ("demo_cnn", "mobilenet", "shufflenet", "resnet", "tiny_detector")
+BUILTIN_SOURCES = ("digits", "cluttered-digits", "digit-scenes")
 NORMALIZE_KINDS = ("none", "standardize")
 
 

@@ -34,7 +34,9 @@ class TaskConfig:
     distill_loss: str | None = None  # (student_outputs, teacher_outputs, targets, inputs) -> tensor
     metric: str | None = None
     higher_is_better: bool | None = None
-    resamples: int = 1000  # bootstrap resamples for the metric's interval and its paired difference
+    # bootstrap resamples for the metric's interval and its paired difference (default: the
+    # task's, 1000; 200 where each resample recomputes a costly metric: detect, custom)
+    resamples: int | None = None
     # detect: the host's post-processing (decoding and NMS are not in the exported graph)
     score_threshold: float = 0.05
     iou_threshold: float = 0.5
@@ -53,7 +55,8 @@ class TaskConfig:
                      f'[task] {key} = {ref!r}: expected "package.module:function"')
         if kind == "custom":
             _require(self.evaluate is not None, '[task] kind = "custom" needs evaluate = "package.module:function"')
-        _require(self.resamples >= 100, "[task] resamples must be >= 100 (the 95 % interval needs them)")
+        _require(self.resamples is None or self.resamples >= 100,
+                 "[task] resamples must be >= 100 (the 95 % interval needs them)")
         _require(0 <= self.score_threshold < 1 and 0 < self.iou_threshold <= 1 and self.max_detections >= 1,
                  "[task] score_threshold must be in [0, 1), iou_threshold in (0, 1], max_detections >= 1")
 

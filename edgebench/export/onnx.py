@@ -137,6 +137,9 @@ def export_onnx(model, sample: ArrayLike, path: Path, modules_out: Path | None =
     model = copy.deepcopy(model).eval()
     x = to_torch(sample[:1])
     args = x if isinstance(x, tuple) else (x,)
+    # Traced with two rows: with one, torch.export specializes a batch size the model reads
+    # (a ViT's `cls.expand(x.shape[0], ...)`) to 1 and the graph silently takes batch 1 only.
+    traced = tuple(torch.cat([a, a]) for a in args)
     with torch.no_grad():
         names = output_names(call(model, x))
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -144,7 +147,9 @@ def export_onnx(model, sample: ArrayLike, path: Path, modules_out: Path | None =
     try:
         with _quiet(), _reuse_torchlib_registry():
             try:
-                torch.onnx.export(model, args, str(path), dynamic_shapes=tuple({0: batch} for _ in args), **options)
+                torch.onnx.export(model, traced, str(path), dynamic_shapes=tuple({0: batch} for _ in args), **options)
+                if fixed_batch(path):
+                    raise ValueError("the batch was specialized")
             except Exception:  # noqa: BLE001 - a batch the model fixes: export for batch 1 instead
                 torch.onnx.export(model, args, str(path), **options)
     except Exception as exc:  # noqa: BLE001 - any exporter failure is the variant's error
@@ -168,13 +173,13 @@ def export_onnx(model, sample: ArrayLike, path: Path, modules_out: Path | None =
 
 
 def fixed_batch(path: Path) -> bool:
-    """Whether the graph's inputs take only batch 1 (the exporter could not keep it dynamic)."""
+    """Whether the graph's inputs take one batch size only (the exporter could not keep it dynamic)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
     dims = [i.type.tensor_type.shape.dim for i in graph.input if i.name not in initializers]
-    return any(d and d[0].HasField("dim_value") and d[0].dim_value == 1 for d in dims)
+    return any(d and d[0].HasField("dim_value") for d in dims)
 
 
 def _strip_metadata(path: Path) -> None:

@@ -89,12 +89,49 @@ def precision_label(asked: str | None, compute_precision: str | None) -> str:
     return compute_precision if verdict else f"{asked} (ran {compute_precision})"
 
 
+_READER: list = []  # the reader process (a one-worker pool), made on first use, remade after a crash
+
+
 def inspect_artifact(path: Path, fmt: str, asked: str | None = None) -> dict[str, Any]:
     """inspect_onnx / inspect_tflite by format; never raises: a failure gives compute_precision None.
+
+    The reader runs in a child process (one, kept for the run): it loads the artifact in its
+    runtime, and a runtime that crashes on a model (measured: onnxruntime 1.32's full graph
+    optimization segfaults on a small ViT's fp16 export with a dynamic batch) must not take the
+    run down with it — the crash becomes this artifact's note, and its records say what the
+    runner then met. The first call pays the child's start (~1 s), later ones ~10-50 ms.
 
     >>> inspect_artifact(Path("missing.onnx"), "onnx")["compute_precision"] is None  # doctest: +SKIP
     True
     """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    if not _READER:
+        import atexit
+
+        _READER.append(ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")))
+        atexit.register(_close_reader)  # before the interpreter tears down what the pool's thread needs
+    try:
+        return _READER[0].submit(inspect_here, str(path), fmt, asked).result(timeout=300)
+    except BrokenProcessPool:
+        _READER.pop().shutdown(wait=False, cancel_futures=True)
+        from edgebench.runtimes import FORMATS
+
+        reader = FORMATS[fmt].inspected_as if fmt in FORMATS else fmt
+        return _not_read(f"{reader} crashed loading this artifact (its process died: a segfault or abort)")
+    except Exception as exc:  # noqa: BLE001 - a timeout, a pool that cannot start: a note, not a crash
+        return _not_read(f"{type(exc).__name__}: {exc}")
+
+
+def _close_reader() -> None:
+    while _READER:
+        _READER.pop().shutdown(wait=True, cancel_futures=True)
+
+
+def inspect_here(path: str | Path, fmt: str, asked: str | None = None) -> dict[str, Any]:
+    """The precision fields of an artifact, read in this process (see `inspect_artifact`)."""
     from edgebench.runtimes import FORMATS, resolve  # the one table of readers, by format
 
     try:
@@ -103,13 +140,12 @@ def inspect_artifact(path: Path, fmt: str, asked: str | None = None) -> dict[str
         return resolve(FORMATS[fmt].inspector)(Path(path), asked)
     except Exception as exc:  # noqa: BLE001 - a failed read-back is a fact of the record, not a crash
         lines = [s for s in str(exc).splitlines() if s.strip()]
-        return {
-            "compute_precision": None,
-            "weight_precision": None,
-            "precision_ops": {},
-            "precision_note": f"precision not read: {type(exc).__name__}: {lines[0][:200] if lines else ''}",
-            "precision_source": None,
-        }
+        return _not_read(f"{type(exc).__name__}: {lines[0][:200] if lines else ''}")
+
+
+def _not_read(why: str) -> dict[str, Any]:
+    return {"compute_precision": None, "weight_precision": None, "precision_ops": {},
+            "precision_note": f"precision not read: {why}", "precision_source": None}
 
 
 def summarize(

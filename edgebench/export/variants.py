@@ -148,6 +148,7 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
     info.update(params=params, nonzero_params=nonzero, notes=ctx.notes)
     info["weight_bytes"] = params * BYTES_PER_WEIGHT[info["precision"]]
     info["torch_metric"] = evaluate_on(model, data)  # the task's metric in torch, on the test split
+    info["output_names"] = model_output_names(model, data.x_test[:1])
     if data.task.name == "classify":
         info["torch_accuracy"] = info["torch_metric"]
     why = keep(info) if keep is not None else None
@@ -195,6 +196,17 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
         return BuiltVariant(variant.name, vdir, info, pending=pending)
     _write_info(vdir, info)
     return BuiltVariant(variant.name, vdir, info)
+
+
+def model_output_names(model, sample) -> list[str]:
+    """The names every artifact's outputs are reported under (the ONNX graph's): whatever a
+    runtime calls them (LiteRT: serving_default_output_0), records use these."""
+    import torch
+
+    from edgebench.tasks.arrays import call, output_names, to_torch
+
+    with torch.no_grad():
+        return output_names(call(model.eval(), to_torch(sample)))
 
 
 def _inspect_precision(info: dict, fmt: str, path: Path, log) -> None:

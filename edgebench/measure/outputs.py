@@ -76,15 +76,18 @@ def load_outputs(run_dir: Path, stem: str, task: Task) -> list[np.ndarray] | Non
     return [np.load(one)] if one.is_file() else None
 
 
-def score_outputs(evalset: EvalSet, variant: str, target: str, runtime: str, result: dict, run_dir: Path) -> dict:
-    """The record's scoring fields from a (merged) runner result; the outputs are saved."""
+def score_outputs(evalset: EvalSet, variant: str, target: str, runtime: str, result: dict, run_dir: Path,
+                  names: list[str] | None = None) -> dict:
+    """The record's scoring fields from a (merged) runner result; the outputs are saved under
+    `names` (the model's own, from its export), else as the runtime named them."""
     from edgebench.device.runner import decode_outputs
     from edgebench.measure.accuracy import mcnemar_p, wilson_interval
     from edgebench.tasks.scoring import metric_fields, output_fidelity
 
     task = evalset.task
     outputs = decode_outputs(result)
-    names = [o["name"] for o in result.get("outputs") or []]
+    runtime_names = [o["name"] for o in result.get("outputs") or []]
+    names = names if names and len(names) == len(runtime_names) else runtime_names
     n = int(result.get("n_eval") or (len(outputs[0]) if outputs else 0))
     save_outputs(run_dir, _stem(variant, target, runtime), outputs, names, task)
     # The baseline is compared with itself (agreement 1, identical outputs), as records always had.

@@ -144,7 +144,8 @@ def make_measured_record(
     samples = result["latency_samples_ms"]
     evalset = EvalSet.of(labels) or EvalSet(make_task(), None, None)
     try:
-        scores = score_outputs(evalset, variant.name, profile.name, runtime, result, run_dir)
+        scores = score_outputs(evalset, variant.name, profile.name, runtime, result, run_dir,
+                               variant.info.get("output_names"))
     except Exception as exc:  # noqa: BLE001 - the user's metric or an odd output: this record's error
         return {**record, "status": "error", "error": f"scoring the outputs failed: {type(exc).__name__}: {exc}",
                 "board": result.get("board"), "worker": result.get("worker")}

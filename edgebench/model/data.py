@@ -276,6 +276,11 @@ def load_data(cfg: DataConfig, seed: int = 0, task: Task | None = None) -> Datas
     if cfg.source in ("digits", "cluttered-digits"):
         x_train, y_train, x_test, y_test, full_scale, notes = builtin(cfg, seed)
         classes = [str(i) for i in range(10)]
+    elif cfg.source == "digit-scenes":
+        from edgebench.model.scenes import digit_scenes
+
+        x_train, y_train, x_test, y_test, full_scale, notes = digit_scenes(cfg.image_size or 48, seed)
+        classes = [str(i) for i in range(notes["num_classes"])]
     else:
         path = Path(cfg.source).expanduser()
         if path.is_dir():
@@ -291,7 +296,8 @@ def load_data(cfg: DataConfig, seed: int = 0, task: Task | None = None) -> Datas
             full_scale, image_range = None, None  # the user's arrays, as they are
         else:
             raise ConfigError(
-                f"data source {cfg.source!r}: expected \"digits\", \"cluttered-digits\", a .npz file or an image folder"
+                f"data source {cfg.source!r}: expected \"digits\", \"cluttered-digits\", \"digit-scenes\", a .npz file "
+                "or an image folder"
             )
     if image_range is not None:
         low, high = image_range

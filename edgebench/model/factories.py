@@ -184,7 +184,34 @@ class ResNet(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class TinyDetector(nn.Module):
+    """A single-stage, anchor-free detector (CenterNet-style) for the `detect` task: two stride-2
+    convs straight to the stride-4 grid, three 3x3 convs there (the middle one dilated: objects
+    span up to 6 cells), one 1x1 head giving (N, C + 4, H/4, W/4) — class heatmap logits, then
+    the centre offset and log size (edgebench.tasks.detect decodes them). 28.6 k parameters,
+    4.2 M MACs at 48x48, width 1. Measured: a 6-conv, 19 M MAC version reached the same mAP@0.5
+    (0.96) and took ~4x longer per epoch on 2 cores."""
+
+    def __init__(self, num_classes: int = 5, in_channels: int = 1, width: float = 1.0):
+        super().__init__()
+        from edgebench.tasks.detect import HEAT_BIAS
+
+        c = [_ch(n, width) for n in (12, 24, 32, 32, 32)]
+        dilated = nn.Sequential(nn.Conv2d(c[2], c[3], 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(c[3]),
+                                nn.ReLU())
+        self.features = nn.Sequential(conv_bn(in_channels, c[0], stride=2), conv_bn(c[0], c[1], stride=2),
+                                      conv_bn(c[1], c[2]), dilated, conv_bn(c[3], c[4]))
+        self.head = nn.Conv2d(c[4], num_classes + 4, 1)
+        with torch.no_grad():  # CenterNet's init: heatmap bias at the prior, boxes near 0
+            self.head.bias.zero_()
+            self.head.bias[:num_classes] = HEAT_BIAS
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 register("demo_cnn")(DemoCNN)
+register("tiny_detector")(TinyDetector)
 register("mobilenet")(MobileNet)
 register("shufflenet")(ShuffleNet)
 register("resnet")(ResNet)

@@ -32,7 +32,9 @@ class Settings:
 
     target: str
     runtime: str
-    max_drop: float = 1.0  # accuracy points against the baseline on the same target/runtime
+    # accuracy points against the baseline on the same target/runtime; for another task, the
+    # drop in its metric's own units (0.02 of mAP, 0.05 of MAE: worse by, whichever way is better)
+    max_drop: float = 1.0
     max_size: int | None = None  # bytes
     max_p90_ms: float | None = None
     max_rss_mb: float | None = None
@@ -51,7 +53,7 @@ class Settings:
         if not self.minimize or any(m not in OBJECTIVES for m in self.minimize):
             raise ConfigError(f"--minimize {','.join(self.minimize)}: choose from {', '.join(OBJECTIVES)}")
         if self.max_drop < 0:
-            raise ConfigError("--max-drop must be >= 0 (accuracy points)")
+            raise ConfigError("--max-drop must be >= 0 (accuracy points, or the task metric's units)")
         if self.trials is None and self.max_minutes is None:
             raise ConfigError("give --trials N and/or --max-minutes M")
         if self.trials is not None and self.trials < 1:
@@ -69,6 +71,25 @@ class Settings:
             if getattr(self, name) is not None:
                 out[name] = (path, getattr(self, name))
         return out
+
+
+def quality_drop(base: dict, record: dict) -> float:
+    """How much worse `record` is than `base` (same target and runtime): accuracy in points, any
+    other task's metric in its own units, whichever way is better (negative: better)."""
+    if base.get("accuracy") is not None:
+        return (base["accuracy"] - (record.get("accuracy") or 0.0)) * 100
+    b, m = base.get("metric") or {}, record.get("metric") or {}
+    if b.get("value") is None or m.get("value") is None:
+        return float("inf")
+    return (b["value"] - m["value"]) if b.get("higher_is_better", True) else (m["value"] - b["value"])
+
+
+def quality_text(record: dict) -> str:
+    """'accuracy 91.2%' or 'auc 0.934' for logs and summaries."""
+    if record.get("accuracy") is not None:
+        return f"accuracy {record['accuracy'] * 100:.1f}%"
+    m = record.get("metric") or {}
+    return f"{m.get('name', 'metric')} {m['value']:.4g}" if m.get("value") is not None else "no metric"
 
 
 def metric(record: dict, path: tuple[str, str | None]) -> float | None:

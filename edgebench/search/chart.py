@@ -51,15 +51,19 @@ def draw_search(study, result: dict, base_record: dict, path: Path) -> Path | No
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
     drops = [t.user_attrs.get("accuracy_drop_pt", 0.0) for t in done]
-    base_acc = (base_record.get("accuracy") or 0.0) * 100
-    accs = [base_acc - d for d in drops]
+    # Accuracy in %, or the task's metric in its units (drawn so that up is better either way).
+    percent = base_record.get("accuracy") is not None
+    task_metric = base_record.get("metric") or {}
+    sign = 1 if percent or task_metric.get("higher_is_better", True) else -1
+    base_acc = (base_record.get("accuracy") or 0.0) * 100 if percent else (task_metric.get("value") or 0.0)
+    accs = [base_acc - sign * d for d in drops]
     ax2.scatter([y for y, f in zip(ys, feasible, strict=True) if f], [a for a, f in zip(accs, feasible, strict=True) if f],
                 color="tab:green", zorder=3)
     ax2.scatter([y for y, f in zip(ys, feasible, strict=True) if not f], [a for a, f in zip(accs, feasible, strict=True) if not f],
                 color="tab:gray", marker="x", zorder=3)
     ax2.scatter([base], [base_acc], color="black", marker="s", label="baseline", zorder=4)
-    ax2.axhline(base_acc - result["budgets"]["accuracy_drop_pt"], color="tab:red", ls="--", lw=1,
-                label=f"max drop {result['budgets']['accuracy_drop_pt']:g} pt")
+    ax2.axhline(base_acc - sign * result["budgets"]["accuracy_drop_pt"], color="tab:red", ls="--", lw=1,
+                label=f"max drop {result['budgets']['accuracy_drop_pt']:g}{' pt' if percent else ''}")
     if objective == "latency" and "max_p90_ms" in result["budgets"]:
         ax2.axvline(result["budgets"]["max_p90_ms"], color="tab:orange", ls="--", lw=1, label="max p90 (on p90)")
     if objective == "size" and "max_size" in result["budgets"]:
@@ -68,10 +72,13 @@ def draw_search(study, result: dict, base_record: dict, path: Path) -> Path | No
         b = result["best"]
         bx = {"latency": b["metrics"]["p50_ms"], "size": (b["metrics"]["size_bytes"] or 0) / 1024,
               "energy": b["metrics"]["energy_mj"]}[objective]
-        ax2.scatter([bx], [(b["metrics"]["accuracy"] or 0) * 100], s=160, facecolors="none", edgecolors="tab:red",
+        by = (b["metrics"]["accuracy"] or 0) * 100 if percent else ((b["metrics"].get("metric") or {}).get("value") or 0)
+        ax2.scatter([bx], [by], s=160, facecolors="none", edgecolors="tab:red",
                     linewidths=2, label=f"best: {b['variant']}", zorder=5)
     ax2.set_xlabel(f"{UNITS[objective]} (measured)")
-    ax2.set_ylabel("accuracy % (target's runtime)")
+    ax2.set_ylabel("accuracy % (target's runtime)" if percent else f"{task_metric.get('name', 'metric')} (target's runtime)")
+    if sign < 0:
+        ax2.invert_yaxis()  # lower is better: up stays better
     ax2.set_title("explored variants", fontsize=10)
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)

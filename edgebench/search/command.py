@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from edgebench.errors import ConfigError, EdgebenchError
+from edgebench.search import quality_text
 
 HELP = "search compression chains for the best variant within budgets, measured on the target"
 KEYS = ("target", "runtime", "max_drop", "max_size", "max_p90_ms", "max_rss_mb", "minimize", "trials", "max_minutes",
@@ -22,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", nargs="?", help="experiment .toml (its [search] table gives defaults; none: the demo)")
     p.add_argument("--target", help="target profile to measure on (default: [search] target, else the first [run] target)")
     p.add_argument("--runtime", help="runtime (default: [search] runtime, else the first [run] runtime)")
-    p.add_argument("--max-drop", type=float, metavar="PT", help="accuracy drop budget in points (default 1)")
+    p.add_argument("--max-drop", type=float, metavar="PT",
+                   help="drop budget against the baseline: accuracy points (default 1), or for another task "
+                        "its metric's own units (e.g. 0.02 of mAP or AUC)")
     p.add_argument("--max-size", type=int, metavar="BYTES", help="artifact size budget")
     p.add_argument("--max-p90-ms", type=float, metavar="MS", help="p90 latency budget")
     p.add_argument("--max-rss-mb", type=float, metavar="MB", help="peak inference memory budget")
@@ -156,7 +159,7 @@ def _search(exp, settings, out: Path, resume: Path | None, log, pool, pool_targe
             search = Search(exp, settings, data, baseline, target, profile, run_dir, run_id, log, pool)
             base = load_variant(run_dir, "baseline") or build_variant(
                 exp, Variant("baseline"), baseline, data, run_dir, {format_of(settings.runtime)}, log)
-            search.base_torch = base.info["torch_accuracy"]
+            search.base_torch = base.info.get("torch_metric", base.info.get("torch_accuracy"))
             key = ("baseline", profile.name, settings.runtime)
             search.base_record = next((r for r in search.records.records if (r["variant"], r["target"], r["runtime"]) == key
                                        and r["status"] == "ok"), None)
@@ -168,7 +171,7 @@ def _search(exp, settings, out: Path, resume: Path | None, log, pool, pool_targe
                                          f"{record['error']}")
                 search.base_record = record
             log(f"baseline on {profile.name}/{settings.runtime}: p50 {search.base_record['latency_ms']['p50']:.4g} ms, "
-                f"accuracy {search.base_record['accuracy'] * 100:.1f}%")
+                f"{quality_text(search.base_record)}")
             parallel = len(pool_target.boards) if pool_target else 1  # one trial per board at a time
             if parallel > 1:
                 _load_registries()
@@ -228,7 +231,7 @@ def render(out: dict) -> str:
     confirmed = out.get("confirmed_p50_ms") or {}
     lines += [f"best: {best['variant']} (trial {best['trial']}): {best['chain']}",
               f"  p50 {m['p50_ms']:.4g} ms, p90 {m['p90_ms']:.4g} ms, {m['size_bytes'] / 1024:.1f} KB, "
-              f"accuracy {m['accuracy'] * 100:.1f}% (drop {m['accuracy_drop_pt']:+.2f} pt)",
+              f"{quality_text(m)} (drop {m['accuracy_drop_pt']:+.3g}{' pt' if m.get('accuracy') is not None else ''})",
               "  margins: " + ", ".join(f"{k} {v:+.4g}" for k, v in best["margins"].items())]
     if best["variant"] in confirmed and "baseline" in confirmed:
         lines.append(f"  measured again with the other top candidates{' on ' + out['confirmed_on'] if out.get('confirmed_on') else ''}: p50 {confirmed[best['variant']]:.4g} ms against "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.search import OBJECTIVES, TORCH_SLACK_PT, Settings, metric
+from edgebench.search import OBJECTIVES, TORCH_SLACK_PT, Settings, metric, quality_drop
 from edgebench.search.space import make_space, suggest
 
 STUDY = "search"
@@ -68,7 +68,12 @@ class Search:
         self.options = run_options(exp).for_target(profile)
         self.space = make_space(settings.space)
         self.base_record: dict | None = None
-        self.base_torch: float | None = None
+        self.base_torch: float | None = None  # the baseline's task metric in torch (accuracy for a classifier)
+
+    def torch_floor(self) -> TorchFloor:
+        task = self.data.task
+        return TorchFloor(self.base_torch, self.settings.max_drop, percent=task.name == "classify",
+                          higher_is_better=task.higher_is_better)
 
     def rounds(self, variants: list, target=None) -> list[tuple]:
         """[(variant, merged runner result)]: every variant in the run's rounds, interleaved, on
@@ -148,7 +153,7 @@ class Search:
 
         name = f"trial-{trial.number:03d}"
         variant = Variant(name, tuple(parse_step(s, f"trial {trial.number}") for s in steps))
-        keep = TorchFloor(self.base_torch, self.settings.max_drop)
+        keep = self.torch_floor()
         started = time.perf_counter()
         built = self.build(variant, keep)
         trial.set_user_attr("build_s", round(time.perf_counter() - started, 2))
@@ -210,7 +215,7 @@ class Search:
         """A trial pruned before export still teaches the sampler where the budget breaks: it
         completes as infeasible (its drop budget violated by the torch accuracy's margin), with
         the baseline's value as a placeholder objective that no summary or chart reads."""
-        drop = (self.base_torch - info["torch_accuracy"]) * 100
+        drop = self.torch_floor().drop(info)
         violation = drop - self.settings.max_drop
         trial.set_user_attr("pruned_before_export", info["pruned"])
         trial.set_user_attr("accuracy_drop_pt", round(drop, 3))
@@ -229,8 +234,7 @@ class Search:
 
     def _score(self, trial, record: dict):
         """The objective value(s); the budgets' margins as Optuna constraints (<= 0: met)."""
-        base_acc = self.base_record.get("accuracy") or 0.0
-        drop = (base_acc - (record.get("accuracy") or 0.0)) * 100
+        drop = quality_drop(self.base_record, record)
         constraints = []
         for name, (path, limit) in self.settings.budgets().items():
             value = drop if path is None else metric(record, path)
@@ -243,23 +247,35 @@ class Search:
         feasible = all(c <= 0 for c in constraints)
         self.log(f"trial {trial.number}: {_chain(trial.user_attrs['steps'])}: "
                  + ", ".join(f"{m} {v:.4g}" for m, v in zip(self.settings.minimize, values, strict=True))
-                 + f", drop {drop:+.2f} pt" + ("" if feasible else " (outside the budgets)"))
+                 + f", drop {drop:+.3g}{' pt' if self.base_record.get('accuracy') is not None else ''}"
+                 + ("" if feasible else " (outside the budgets)"))
         return values[0] if len(values) == 1 else values
 
 
 @dataclasses.dataclass(frozen=True)
 class TorchFloor:
-    """build_variant's `keep`: a trial whose torch accuracy is already beyond the drop budget
-    (plus TORCH_SLACK_PT) is not exported. A plain object, so it travels to a build worker."""
+    """build_variant's `keep`: a trial whose torch score is already beyond the drop budget (plus
+    a slack: TORCH_SLACK_PT points of accuracy, or half the budget of another metric) is not
+    exported. A plain object, so it travels to a build worker."""
 
     base_torch: float
     max_drop: float
+    percent: bool = True  # accuracy: the drop in points
+    higher_is_better: bool = True
+
+    def drop(self, info: dict) -> float:
+        value = info.get("torch_metric", info.get("torch_accuracy"))
+        if value is None:
+            return 0.0
+        diff = (self.base_torch - value) if self.higher_is_better else (value - self.base_torch)
+        return diff * (100 if self.percent else 1)
 
     def __call__(self, info: dict) -> str | None:
-        acc = info.get("torch_accuracy")
-        if acc is not None and acc < self.base_torch - (self.max_drop + TORCH_SLACK_PT) / 100:
-            return (f"torch accuracy {acc * 100:.1f}% is more than {self.max_drop:g} pt "
-                    f"(+{TORCH_SLACK_PT:g} slack) under the baseline's {self.base_torch * 100:.1f}%")
+        slack = TORCH_SLACK_PT if self.percent else 0.5 * self.max_drop
+        if info.get("torch_metric", info.get("torch_accuracy")) is not None and self.drop(info) > self.max_drop + slack:
+            unit = " pt" if self.percent else ""
+            return (f"its torch score is {self.drop(info):.3g}{unit} under the baseline's, more than the "
+                    f"{self.max_drop:g}{unit} budget (+{slack:g}{unit} slack)")
         return None
 
 
@@ -300,6 +316,7 @@ def summary(study, search: Search, run_dir: Path) -> dict:
         "device_seconds": round(sum(t.user_attrs["device_s"] for t in measured) + (search.base_record or {}).get("measure_s", 0.0), 2),
         "baseline": {"p50_ms": metric(search.base_record, ("latency_ms", "p50")),
                      "size_bytes": search.base_record.get("size_bytes"), "accuracy": search.base_record.get("accuracy"),
+                     "metric": search.base_record.get("metric"),
                      "energy_mj": metric(search.base_record, ("energy_mj", "value"))},
         "budgets": {k: v for k, (_p, v) in search.settings.budgets().items()},
         "minimize": list(search.settings.minimize),
@@ -329,6 +346,7 @@ def _describe(trial, by_variant: dict, settings: Settings) -> dict:
             "chain": _chain(trial.user_attrs.get("steps") or []),
             "metrics": {"p50_ms": metric(record, ("latency_ms", "p50")), "p90_ms": metric(record, ("latency_ms", "p90")),
                         "size_bytes": record.get("size_bytes"), "accuracy": record.get("accuracy"),
+                        "metric": record.get("metric"),
                         "accuracy_drop_pt": trial.user_attrs.get("accuracy_drop_pt"),
                         "peak_rss_mb": record.get("peak_rss_mb"),
                         "energy_mj": metric(record, ("energy_mj", "value"))},

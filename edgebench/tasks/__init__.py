@@ -47,6 +47,7 @@ class Task:
     metric = "metric"
     higher_is_better = True
     percent = False  # shown in % (accuracy), not as a plain number
+    default_resamples = 1000  # bootstrap resamples unless [task] resamples says (fewer: costly metrics)
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -93,6 +94,14 @@ class Task:
     def per_sample(self, prepared: Any) -> np.ndarray | None:
         """Per-sample values whose mean is the metric, or None when it is not a mean."""
         return None
+
+    def extras(self, prepared: Any) -> dict:
+        """More numbers for the record's `metric` beside the value (detect: mAP@0.5:0.95)."""
+        return {}
+
+    @property
+    def resamples(self) -> int:
+        return self.cfg.resamples or self.default_resamples
 
     def describe(self) -> dict:
         return {"kind": self.name, "metric": self.metric, "higher_is_better": self.higher_is_better}

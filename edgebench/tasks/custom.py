@@ -44,6 +44,7 @@ def _by_name(fn: Callable, ref: str) -> Callable:
 class Custom(Task):
     metric = "metric"
     higher_is_better = True
+    default_resamples = 200  # each resample calls the user's evaluate on a resampled test set
 
     def __init__(self, cfg):
         super().__init__(cfg)

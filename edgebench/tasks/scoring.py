@@ -49,10 +49,11 @@ def metric_fields(task: Task, prepared: Any, base: Any | None, n: int, resamples
     scores on the same inputs, or None (the baseline itself, or none measured there)."""
     from scipy.stats import bootstrap
 
-    resamples = resamples or task.cfg.resamples
+    resamples = resamples or task.resamples
     value = task.value(prepared)
     out: dict = {"name": task.metric, "value": value, "higher_is_better": task.higher_is_better, "n": n,
-                 "ci95": None, "delta": None, "delta_ci95": None, "delta_p": None, "resamples": resamples}
+                 "ci95": None, "delta": None, "delta_ci95": None, "delta_p": None, "resamples": resamples,
+                 **task.extras(prepared)}
     if n < 2:
         return out
     rng = np.random.default_rng(seed)

@@ -65,7 +65,12 @@ steps = [{ method = "prune", kind = "structured", ratio = 0.5 }]
         changes = {r["module"]: r for r in diff(slim, base)}
         assert {"features.0.0", "classifier"} <= set(changes)
         assert all(r["before_ms"] > 0 and r["after_ms"] > 0 for m, r in changes.items() if m.startswith("features."))
-        assert any(r["module"] == "(quantize/dequantize)" and r["ms"] > 0 for r in int8["rows"])
+        if rt == "onnxruntime":
+            # onnxruntime runs QuantizeLinear as a node of its own on every CPU; OpenVINO may not
+            # (measured: with AVX-512 VNNI it folds the input's quantization into the first int8
+            # convolution and runs no separate FakeQuantize; on AVX2 it ran one), so only the
+            # int8 rows are a CPU-independent fact there.
+            assert any(r["module"] == "(quantize/dequantize)" and r["ms"] > 0 for r in int8["rows"])
         assert any("int8" in r["precision"] for r in int8["rows"])
     proc = subprocess.run([*cli, "profile", str(run_dir), "--variant", "slim", "--runtime", "onnxruntime",
                            "--against", "parent", "--runs", "10", "--json"], capture_output=True, text=True, timeout=600)

@@ -11,7 +11,6 @@ fp16 costs ~2e-4), and quantizing activations costs ~1e-2.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,6 @@ from edgebench.export.precision import COMPUTE_PRECISIONS, inspect_artifact, pre
 from edgebench.export.variants import PRECISION_FIELDS, BuiltVariant, build_variant, load_variant
 
 FLOAT_EXACT = 1e-5  # relative error of float32 compute on grid weights is ~4e-7
-INSPECTION_BUDGET_S = 0.5  # per artifact; measured 1-20 ms
 
 
 class UpNet(nn.Module):
@@ -72,10 +70,7 @@ def torch_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def inspect(path: Path, fmt: str, asked: str) -> dict:
-    started = time.perf_counter()
-    found = inspect_artifact(path, fmt, asked)
-    assert time.perf_counter() - started < INSPECTION_BUDGET_S, path
-    return found
+    return inspect_artifact(path, fmt, asked)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +192,7 @@ def test_build_variant_records_carry_asked_and_computed_precision(data, tiny_exp
     assert set(PRECISION_FIELDS) <= set(record)
     assert (record["precision"], record["compute_precision"], record["weight_precision"]) == ("fp16", "fp32", "fp16")
     assert record["precision_source"].startswith("onnxruntime")
-    assert built.info["timings_s"]["precision_onnx"] < INSPECTION_BUDGET_S
+    assert built.info["timings_s"]["precision_onnx"] >= 0  # kept in variant.json (speed: not a unit test's verdict)
     saved = json.loads((built.dir / "variant.json").read_text())["artifacts"]["onnx"]
     assert saved["compute_precision"] == "fp32"
     assert any("fp16 did not take" in line for line in logged)  # said once, while building
