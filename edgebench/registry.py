@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +36,8 @@ class Registry:
         self.modules = modules
         self._entries: dict[str, Any] = {}
         self._loaded = False
+        self._loading = threading.Lock()
+        self._owner: int | None = None  # the thread importing the table
 
     def register(self, name: str, entry: Any = None) -> Callable:
         """`registry.register("name", obj)`, or `@registry.register("name")` on a class/function."""
@@ -48,15 +51,21 @@ class Registry:
         return add(entry) if entry is not None else add
 
     def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True  # before importing: a module may look itself up while registering
-        try:
-            for module in self.modules:
-                importlib.import_module(module)
-        except BaseException:
-            self._loaded = False  # every later lookup fails too, never answers from part of the table
-            raise
+        if self._loaded and not self._loading.locked() or self._owner == threading.get_ident():
+            return  # loaded; or this thread is importing the table (a module looks itself up)
+        with self._loading:  # another thread's lookup waits for the whole table, never a part of it
+            if self._loaded:
+                return
+            self._owner = threading.get_ident()
+            self._loaded = True  # before importing: a module may look itself up while registering
+            try:
+                for module in self.modules:
+                    importlib.import_module(module)
+            except BaseException:
+                self._loaded = False  # every later lookup fails too, never answers from part of the table
+                raise
+            finally:
+                self._owner = None
 
     def get(self, name: str) -> Any:
         self._load()

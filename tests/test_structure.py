@@ -121,6 +121,7 @@ def test_no_import_cycle_among_edgebench_modules():
 STAGES = [
     ("base", ("edgebench", "edgebench.errors", "edgebench.registry", "edgebench.paths", "edgebench.progress",
               "edgebench.config")),
+    ("tasks", ("edgebench.tasks",)),
     ("model", ("edgebench.model",)),
     ("compress", ("edgebench.compress",)),
     ("device", ("edgebench.device",)),
@@ -354,3 +355,27 @@ def test_the_method_table_and_its_files_agree():
     listed = {m.rpartition(".")[2] for m in METHODS.modules}
     registering = {p.stem for p in (PACKAGE / "compress").glob("*.py") if "@method(" in p.read_text()}
     assert listed == registering, "a module that registers a method must be in METHODS' table"
+
+
+def test_a_registry_read_by_two_threads_at_once_answers_both_from_the_whole_table(tmp_path, monkeypatch):
+    """The search's parallel trials looked methods up while the table was still importing and
+    got 'unknown method' from a half-filled table."""
+    import threading
+
+    from edgebench.registry import Registry
+
+    slow = Registry("colour", modules=("eb_slow_red", "eb_blue"))
+    (tmp_path / "eb_slow_red.py").write_text(
+        "import time\nfrom test_structure_registry import TABLE\ntime.sleep(0.3)\nTABLE.register('red', 1)\n")
+    (tmp_path / "eb_blue.py").write_text("from test_structure_registry import TABLE\nTABLE.register('blue', 2)\n")
+    module = type(sys)("test_structure_registry")
+    module.TABLE = slow
+    monkeypatch.setitem(sys.modules, "test_structure_registry", module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list = []
+    threads = [threading.Thread(target=lambda: seen.append(slow.names())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [["blue", "red"], ["blue", "red"]]

@@ -83,7 +83,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["steps_text"] = df["steps"].map(describe_steps)
     df["target_text"] = df["target"].astype(str) + df["emulated"].map({True: " (emulated)", False: ""})
     df["status_text"] = [s if s == "ok" else f"{s}: {e}" for s, e in zip(df["status"], df["error"], strict=False)]
-    if q is ACCURACY:
+    if not q.delta_column:  # neither accuracy nor a task metric: agreement alone, no difference to show
+        df["accuracy_delta_pt"], df["delta_text"], df["ci_text"] = float("nan"), "—", "—"
+    elif q is ACCURACY:
         df["accuracy_delta_pt"] = accuracy_delta_pt(df)
         df["delta_text"] = [_delta_text(v, d, p) for v, d, p in
                             zip(df["variant"], df["accuracy_delta_pt"], df["accuracy_delta_p"], strict=False)]

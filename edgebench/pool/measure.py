@@ -24,8 +24,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 LOST_GRACE_S = 10.0  # a token with no live worker this long: its queued jobs are lost
 STATUS_EVERY_S = 15.0
 CHECK_EVERY_S = 1.0  # how often the client looks for tokens no live worker holds
@@ -45,8 +43,10 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
     records = RecordLog(run_dir)
     base = run_options(exp)
     profile_runs = DEFAULT_RUNS if exp.run.profile is True else int(exp.run.profile)
-    with np.load(run_dir / "eval.npz") as eval_set:
-        labels = eval_set["y"] if "y" in eval_set.files else None
+    from edgebench.measure.outputs import EvalSet
+    from edgebench.tasks import make_task
+
+    labels = EvalSet.load(run_dir, make_task(exp.task))  # the test inputs and targets, scored by the task
     eval_blob = pool.client.scatter(blob(run_dir / "eval.npz"), broadcast=True)
     by_name = {v.name: v for v in variants}
     job_retried: dict[tuple, str] = {}  # (key, round) -> the board it was first sent to

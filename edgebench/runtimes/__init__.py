@@ -176,4 +176,4 @@ def resolve(ref: str) -> Callable:
 def runner_files(name: str) -> list[Path]:
     """The files a device needs to run `name`: the runner, its helpers and the adapter. They
     are staged together, under these names, in one directory."""
-    return [DEVICE_DIR / "runner.py", DEVICE_DIR / "runner_facts.py", runtime(name).adapter]
+    return [DEVICE_DIR / "runner.py", DEVICE_DIR / "runner_facts.py", DEVICE_DIR / "timing.py", runtime(name).adapter]

@@ -69,6 +69,7 @@ class Search:
         self.space = make_space(settings.space)
         self.base_record: dict | None = None
         self.base_torch: float | None = None  # the baseline's task metric in torch (accuracy for a classifier)
+        self.evalset = None
 
     def torch_floor(self) -> TorchFloor:
         task = self.data.task
@@ -114,12 +115,12 @@ class Search:
 
     def measure(self, variant) -> dict:
         """Measure one built variant on the target; its record, appended to records.jsonl."""
-        import numpy as np
-
+        from edgebench.measure.outputs import EvalSet
         from edgebench.measure.rounds import make_measured_record
 
-        with np.load(self.run_dir / "eval.npz") as eval_set:
-            labels = eval_set["y"] if "y" in eval_set.files else None
+        if self.evalset is None:  # the test inputs and targets, scored by the experiment's task
+            self.evalset = EvalSet.load(self.run_dir, self.data.task)
+        labels = self.evalset
         record = None
         for v, result in self.rounds([variant]):
             record = make_measured_record(v, self.profile, self.settings.runtime, result, self.options, self.run_dir,

@@ -59,7 +59,7 @@ def test_runner_measures_and_scores(tiny_onnx):
     assert len(doc["latency_samples_ms"]) >= 50
     assert all(s > 0 for s in doc["latency_samples_ms"])
     assert doc["accuracy"] == pytest.approx(0.9)
-    assert doc["logits_shape"] == [50, 4]
+    assert [o["shape"] for o in doc["outputs"]] == [[50, 4]] and doc["outputs"][0]["dtype"] == "float32"
     assert doc["machine"]["arch"] and doc["runtime_version"]
     assert doc["cpu_time_s"] > 0
 

@@ -101,7 +101,7 @@ def test_rapl_absent_here_or_readable(tmp_path, monkeypatch):
 
 def test_the_runner_reads_rapl_around_the_timed_loop_only(tmp_path, monkeypatch):
     """Warm-up calls must not count: the energy is that of the timed samples the record divides by."""
-    from edgebench.device import runner, runner_facts
+    from edgebench.device import runner_facts, timing
 
     counter = tmp_path / "intel-rapl:0"
     counter.mkdir()
@@ -113,6 +113,6 @@ def test_the_runner_reads_rapl_around_the_timed_loop_only(tmp_path, monkeypatch)
         calls.append(1)
         (counter / "energy_uj").write_text(str(10 * len(calls)))
 
-    samples, _, rapl = runner.measure_latency(call, warmup=7, min_runs=5, min_seconds=0.0, max_seconds=5.0)
+    samples, _, rapl = timing.measure_latency(call, warmup=7, min_runs=5, min_seconds=0.0, max_seconds=5.0)
     assert len(samples) == 5 and len(calls) == 12
     assert rapl == 50

@@ -12,7 +12,6 @@ artifact and inputs. Small models and few inputs: every run is emulated.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import subprocess
@@ -92,8 +91,9 @@ def _ok(result: dict) -> dict:
 
 
 def _logits(result: dict) -> np.ndarray:
-    raw = np.frombuffer(base64.b64decode(result["logits_b64"]), dtype=np.float32)
-    return raw.reshape(result["logits_shape"])
+    from edgebench.device.runner import decode_outputs
+
+    return decode_outputs(result)[0]
 
 
 def _guest(rootfs, cpu: str, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ qemu these tests fail with what to install rather than skip, so a broken CI imag
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import shutil
 from pathlib import Path
@@ -71,8 +70,9 @@ def _options(target) -> Measure:
 
 
 def _logits(result: dict) -> np.ndarray:
-    raw = np.frombuffer(base64.b64decode(result["logits_b64"]), dtype=np.float32)
-    return raw.reshape(result["logits_shape"])
+    from edgebench.device.runner import decode_outputs
+
+    return decode_outputs(result)[0]
 
 
 def _same_as_native(artifact: Path, data: Path, runtime: str, qemu_target: Target) -> dict:

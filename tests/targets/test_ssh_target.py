@@ -18,6 +18,7 @@ import pytest
 
 from edgebench.config.measure_settings import Measure
 from edgebench.hosts.ssh import SshHost, remote_word
+from edgebench.runtimes import runner_files
 from edgebench.targets import Target, load_profile, open_target
 
 try:  # tests/ is on sys.path when it is not a package (pytest's default rootdir layout)
@@ -70,9 +71,9 @@ def test_measure_matches_local_and_second_run_uploads_nothing(sshd, model, tmp_p
         assert first["peak_rss_mb"] > 10  # the runner's own VmHWM: numpy + onnxruntime loaded
         local = open_target(load_profile("local")).measure(artifact, data, "onnxruntime", FAST)
         assert first["accuracy"] == local["accuracy"]
-        assert first["logits_b64"] == local["logits_b64"]
+        assert [o["b64"] for o in first["outputs"]] == [o["b64"] for o in local["outputs"]]
         sent = [artifact.stat().st_size, data.stat().st_size]
-        assert target.uploads["files"] == 5  # the runner bundle (3 files), model, inputs
+        assert target.uploads["files"] == len(runner_files("onnxruntime")) + 2  # the runner bundle, model, inputs
         assert target.uploads["bytes"] > sum(sent)
 
         before = dict(target.uploads)
@@ -92,7 +93,7 @@ def test_measure_matches_local_and_second_run_uploads_nothing(sshd, model, tmp_p
     assert blobs == [".npz", ".onnx"]  # no half-written .part files left behind
     [runner] = (sshd.workdir / "remote cache" / "runners").iterdir()  # one bundle, whole
     assert runner.name.startswith("runner-")
-    assert sorted(p.name for p in runner.glob("*.py")) == ["rt_onnxruntime.py", "runner.py", "runner_facts.py"]
+    assert sorted(p.name for p in runner.glob("*.py")) == sorted(f.name for f in runner_files("onnxruntime"))
 
 
 def test_check_lists_runtimes_and_machine(sshd, tmp_path):
