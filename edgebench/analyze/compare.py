@@ -15,7 +15,7 @@ from edgebench.analyze import KEY, fmt, format_table, read_records
 
 HELP = "show two runs side by side per (variant, target, runtime), with ratios B/A"
 METRICS = ("size_bytes", "size_gzip_bytes", "params", "macs", "latency_ms.p50", "latency_ms.p90",
-           "peak_rss_mb", "energy_mj.value", "accuracy", "agreement")
+           "peak_rss_mb", "energy_mj.value", "accuracy", "metric.value", "agreement")
 HEADERS = ["variant", "target/runtime", "metric", "A", "B", "B/A"]
 
 
@@ -52,14 +52,19 @@ def compare_runs(run_a: str | Path, run_b: str | Path, metrics: tuple[str, ...] 
             va, vb = _value(ra, metric), _value(rb, metric)
             if va is None and vb is None:
                 continue
+            label = metric
+            if metric == "metric.value":  # the task's metric (mAP, MAE, AUC...): a classifier's is accuracy above
+                if _value(ra, "accuracy") is not None or _value(rb, "accuracy") is not None:
+                    continue
+                label = str(((ra or rb).get("metric") or {}).get("name", metric))
             ratio = vb / va if va and vb is not None else None
             note = ""
             n_a, n_b = _value(ra, "n_eval"), _value(rb, "n_eval")
-            if metric in ("accuracy", "agreement") and n_a and n_b and n_a != n_b:
+            if metric in ("accuracy", "agreement", "metric.value") and n_a and n_b and n_a != n_b:
                 # 100 emulated inputs against 1,800: not the same measurement, never compared silently
                 note = f"{fmt(va, 4)} (n={n_a:.0f}) vs {fmt(vb, 4)} (n={n_b:.0f}): different inputs, not compared"
                 ratio = None
-            rows.append({"key": key, "metric": metric, "a": va, "b": vb, "ratio": ratio, "note": note})
+            rows.append({"key": key, "metric": label, "a": va, "b": vb, "ratio": ratio, "note": note})
     return rows
 
 

@@ -16,116 +16,18 @@ impossible value names the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgebench.config.measure_settings import Measure
+from edgebench.config.schema import build, choice, read_toml, require  # noqa: F401 - the package's names
 from edgebench.config.task import TaskConfig
 from edgebench.errors import ConfigError, did_you_mean
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DEMO_PATH = Path(__file__).resolve().parent.parent / "demo.toml"
 # `edgebench init --task NAME`: the built-in demo experiment of each task that has one.
 DEMOS = {"classify": DEMO_PATH, "detect": DEMO_PATH.with_name("demo_detect.toml")}
-
-
-def read_toml(path: str | Path, what: str = "file") -> dict:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-
-
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Check `value` against a simple type hint; ints are accepted where floats are."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            if option is type(None) and value is None:
-                return None
-            try:
-                return _check_type(value, option, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {_hint_name(hint)}")
-    if hint is Any:
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)[:1] or (Any,)
-        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is int and isinstance(value, bool):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {value!r}")
-    return value
-
-
-def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def build(cls: type, table: dict, where: str) -> Any:
-    """Make the frozen dataclass `cls` from a TOML table, with clear errors.
-
-    Nested dataclass fields are built from sub-tables; `where` prefixes every message.
-    """
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table, got {table!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for key, value in table.items():
-        if key not in fields:
-            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, fields)}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = build(hint, value, f"{where}.{key}")
-        else:
-            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
-    missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{where}: missing required key {missing[0]!r}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def require(ok: bool, message: str) -> None:
-    """Raise ConfigError(message) unless ok; for __post_init__ checks."""
-    if not ok:
-        raise ConfigError(message)
-
-
-def choice(value: str, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} = {value!r} is not one of {', '.join(allowed)}{did_you_mean(value, allowed)}")
 
 
 @dataclass(frozen=True)
@@ -169,12 +71,22 @@ class DataConfig:
     # Pixels 0..255 (0..16 for "digits") are mapped linearly onto [low, high]; default [0, 1].
     # Image folders and built-in sets only: a .npz's arrays are used as they are.
     image_range: tuple[float, ...] | None = None
+    # An image folder's COCO-format annotation file (detection; edgebench.model.coco).
+    annotations: str | None = None
+    # The user's own loader, "package.module:function"(seed) -> a dict of arrays named as in a .npz
+    # (x_train, y_train, x_test, y_test, or x_train:<name>...); `source` is then only a label.
+    loader: str | None = None
 
     def __post_init__(self):
         require(0 < self.test_fraction < 1, f"test_fraction = {self.test_fraction}: must be between 0 and 1")
         require(self.calibration_size > 0, "calibration_size must be positive")
         require(self.image_size is None or self.image_size >= 4, "image_size must be at least 4")
-        if self.source not in BUILTIN_SOURCES:
+        require(self.loader is None or (":" in self.loader and all(self.loader.split(":", 1))),
+                f'loader = {self.loader!r}: expected "package.module:function"')
+        if self.annotations is not None:
+            require(Path(self.annotations).expanduser().is_file(), f"annotations = {self.annotations!r}: file not found")
+            require(Path(self.source).expanduser().is_dir(), f"annotations need source = an image folder, got {self.source!r}")
+        if self.source not in BUILTIN_SOURCES and self.loader is None:
             require(Path(self.source).expanduser().exists(),
                     f"source = {self.source!r}: no such file or folder "
                     f"(use {' or '.join(repr(s) for s in BUILTIN_SOURCES)}, a .npz file or an image folder)")
@@ -235,6 +147,11 @@ class RunConfig:
     max_seconds: float = Measure.max_seconds
     timeout_s: float = Measure.timeout_s
     rounds: int = Measure.rounds
+    # Latency: each variant timed beside its baseline in the same runner process (false: alone),
+    # rounds added until the ratio's 95 % interval is within ±precision, at most max_rounds.
+    paired: bool = Measure.paired
+    precision: float = Measure.precision
+    max_rounds: int = Measure.max_rounds
     # Per-layer profiles during the run (`edgebench profile` after it does the same): false, true
     # (edgebench.measure.profiling.DEFAULT_RUNS profiled runs) or a number of profiled runs.
     profile: bool | int = False
@@ -247,6 +164,7 @@ class RunConfig:
 
     def __post_init__(self):
         require(self.rounds >= 1, "rounds must be >= 1")
+        require(0 <= self.precision < 1, "precision must be in [0, 1) (0.03: the ratio to the baseline within ±3 %)")
         require(self.profile is True or self.profile >= 0, "profile must be true, false or a number of runs >= 1")
         require(self.jobs >= 0, "jobs must be >= 0")
         require(not self.cluster or "://" in self.cluster, "cluster (--cluster or [run] cluster) must be a scheduler address like tls://HOST:8786")

@@ -35,6 +35,16 @@ class Measure:
     # variants (asv's approach): a burst of load from neighbours then hits a slice of every
     # variant instead of all of one, so in-run latency ratios stay fair.
     rounds: int = 3
+    # Each variant's rounds time it beside its target/runtime's baseline, in the same runner
+    # process, in alternating ~5 ms blocks: a slow spell of the machine hits both, so their ratio
+    # holds where absolute p50s do not (identical models under load: 0.029-0.046 ms per process
+    # one by one; sd of the per-round p50 ratio 0.4 % interleaved). False: each model alone.
+    paired: bool = True
+    # Rounds are added until the 95 % interval of the ratio to the baseline is within
+    # ±precision (0.03: ±3 %), at most `max_rounds` rounds (never fewer than `rounds`) and
+    # `max_seconds` of a variant's runner time; 0 keeps `rounds` fixed.
+    precision: float = 0.03
+    max_rounds: int = 10
     eval_limit: int = 0  # evaluate at most this many test inputs (0: all); for slow targets
     # Before timing, the runner waits (at most cool_timeout_s) until the device is at or below
     # this temperature: a hot Pi throttles and its latency is not its normal one.
@@ -49,6 +59,7 @@ class Measure:
             (self.threads >= 1, "threads must be >= 1"),
             (self.min_runs >= 1, "min_runs must be >= 1"),
             (self.rounds >= 1, "rounds must be >= 1"),
+            (0 <= self.precision < 1, "precision must be in [0, 1) (0.03: the ratio to the baseline within ±3 %)"),
             (self.timeout_s > 0, "timeout_s must be positive"),
             (self.eval_limit >= 0, "eval_limit must be >= 0"),
             (self.max_temp_c is None or self.max_temp_c > 0, "max_temp_c must be positive"),
@@ -68,8 +79,8 @@ class Measure:
     def round(self, index: int) -> Measure:
         """The options of one of `rounds` runner processes: a share of the runs and time each,
         full warm-up each (a new process is cold), accuracy only in the first."""
-        if self.rounds <= 1:
-            return self
+        if self.rounds <= 1:  # rounds added for precision predict nothing either
+            return self if index == 0 else dataclasses.replace(self, evaluate=False)
         return dataclasses.replace(
             self, min_runs=-(-self.min_runs // self.rounds), min_seconds=self.min_seconds / self.rounds,
             max_seconds=self.max_seconds / self.rounds, evaluate=index == 0, rounds=1,

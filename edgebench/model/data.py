@@ -178,12 +178,32 @@ def _as_targets(y: ArrayLike | None, task: Task) -> ArrayLike | None:
     return Arrays({k: one(v) for k, v in y.items()}) if isinstance(y, Arrays) else one(y)
 
 
+def _user_loader(ref: str, task: Task, test_fraction: float, seed: int) -> tuple:
+    """`[data] loader`: the user's function gives the arrays a .npz would hold."""
+    from edgebench.registry import user_function
+
+    fn = user_function(ref, "[data] loader")
+    try:
+        arrays = fn(seed=seed) if "seed" in __import__("inspect").signature(fn).parameters else fn()
+    except Exception as exc:  # noqa: BLE001 - the user's code: one line naming it
+        raise ConfigError(f"[data] loader {ref!r} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(arrays, dict) or not all(isinstance(v, np.ndarray) for v in arrays.values()):
+        raise ConfigError(f"[data] loader {ref!r} must return a dict of numpy arrays named as in a .npz "
+                          "(x_train, y_train, x_test, y_test; or x, y)")
+    return _arrays(arrays, ref, task, test_fraction, seed)
+
+
 def _npz(path: Path, task: Task, test_fraction: float = 0.2, seed: int = 0) -> tuple:
     try:
         with np.load(path, allow_pickle=False) as z:  # never unpickle: a .npz can carry code
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"data {path}: cannot be read as .npz without pickling ({exc})") from None
+    return _arrays(arrays, path, task, test_fraction, seed)
+
+
+def _arrays(arrays: dict, path, task: Task, test_fraction: float, seed: int) -> tuple:
+    """Splits, inputs and targets from arrays named as in a .npz (see the module docstring)."""
     split = {k: _group(arrays, k) for k in ("x_train", "y_train", "x_test", "y_test", "x", "y")}
     unsupervised = task.name in ("anomaly", "custom")  # an autoencoder's training set has no labels
     need = ["x_train", "x_test"] + ([] if unsupervised else ["y_train", "y_test"])
@@ -281,6 +301,18 @@ def load_data(cfg: DataConfig, seed: int = 0, task: Task | None = None) -> Datas
 
         x_train, y_train, x_test, y_test, full_scale, notes = digit_scenes(cfg.image_size or 48, seed)
         classes = [str(i) for i in range(notes["num_classes"])]
+    elif cfg.loader:
+        x_train, y_train, x_test, y_test, classes = _user_loader(cfg.loader, task, cfg.test_fraction, seed)
+        full_scale, image_range = None, None  # the user's arrays, as they are
+    elif cfg.annotations:
+        from edgebench.model.coco import load_coco
+
+        x, y, classes = load_coco(Path(cfg.source).expanduser(), Path(cfg.annotations).expanduser(),
+                                  cfg.image_size or 64, cfg.grayscale)
+        train, test = train_test_split(np.arange(len(x)), test_size=cfg.test_fraction, random_state=seed)
+        y = Arrays(y)
+        x_train, x_test, y_train, y_test = x[train], x[test], y[train], y[test]
+        full_scale = 255.0
     else:
         path = Path(cfg.source).expanduser()
         if path.is_dir():

@@ -9,7 +9,8 @@ import pytest
 
 from edgebench.config import DataConfig, load_experiment
 from edgebench.errors import ConfigError
-from edgebench.model.data import CLUTTERED_TEST_COPIES, load_data
+from edgebench.model.data import load_data
+from edgebench.model.generated import CLUTTERED_TEST_COPIES
 
 
 def test_digits_split_is_fixed_disjoint_and_left_as_pixels_in_0_1():
@@ -108,7 +109,7 @@ def test_cluttered_digits_is_larger_split_by_source_and_seeded():
 
 
 def test_cluttered_digits_are_split_by_source(monkeypatch):
-    import edgebench.model.data as data_module
+    import edgebench.model.generated as data_module
 
     rendered = []
     real = data_module.cluttered_digits
