@@ -8,6 +8,7 @@ The package is laid out in the order data flows, one package per stage, each imp
 the stages before it (tests/test_structure.py checks it):
 
     config/    the experiment file and the measurement settings (what the user writes)
+    tasks/     what a model's outputs mean: scoring with intervals, losses, fidelity
     model/     model factories, data sets and loaders, training
     compress/  one file per compression method; layer sensitivity
     device/    the runner that runs on a device (stdlib + numpy + one runtime) and its adapters
