@@ -72,13 +72,18 @@ class Quality:
     p_column: str
 
     def label(self) -> str:
-        return f"{self.name} (%)" if self.percent else self.name
+        return f"{self.title()} (%)" if self.percent else self.title()
+
+    def title(self) -> str:
+        """The metric as people write it: 'mAP@0.5' for map50, 'AUC' for auc."""
+        return METRIC_TITLES.get(self.name, self.name)
 
     def scale(self) -> float:
         return 100.0 if self.percent else 1.0
 
 
 ACCURACY = Quality("accuracy", "accuracy", +1, True, "accuracy_ci95", "metric.delta", "accuracy_delta_p")
+METRIC_TITLES = {"map50": "mAP@0.5", "map50_95": "mAP@0.5:0.95", "mae": "MAE", "auc": "AUC"}
 
 
 def quality(df: pd.DataFrame) -> Quality:

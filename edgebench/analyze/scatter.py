@@ -186,13 +186,15 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
         colors = [dark(style(m)[0]) for m in rows["method"]]
         todo.append((ax, x.tolist(), shown.tolist(), short, long, rungs, radii, colors))
     extra = [Line2D([], [], color="#555", ls="--", label="Pareto front (this chart)"),
-             Line2D([], [], color="#222", ls=":", lw=0.8, label=f"baseline {q.name}")]
+             Line2D([], [], color="#222", ls=":", lw=0.8, label=f"baseline {q.title()}")]
     if q.ci_column in ok and ok[q.ci_column].notna().any():
-        extra.append(Line2D([], [], color="#888", lw=2.2, alpha=0.5, label=f"95% interval of {q.name}"))
+        extra.append(Line2D([], [], color="#888", lw=2.2, alpha=0.5, label=f"95% interval of {q.title()}"))
     if clipped_any:
         extra.append(Line2D([], [], color="#888", marker="v", ls="", markeredgecolor="black",
                             label="far below: clipped, value in label"))
-    title = f"{q.name[0].upper() + q.name[1:]} vs {chart.label.split(' (')[0]}" + (f" — run {run_id}" if run_id else "")
+    name = q.title()
+    name = name if any(c.isupper() for c in name) else name[0].upper() + name[1:]  # mAP stays mAP
+    title = f"{name} vs {chart.label.split(' (')[0]}" + (f" — run {run_id}" if run_id else "")
     if chart.column.startswith("energy_mj") and not _all_measured(ok):
         title += f"\n{NO_METER_NOTE}"
     fig.suptitle(title, fontsize=12)
