@@ -24,6 +24,8 @@ A failure prints `{"status": "error", "error": ...}` and exits 1; a runtime that
 installed, or cannot run this model on this CPU, exits 3 with `"error": "unavailable: ..."`.
 An adapter that can read back what its runtime compiled adds `executed` (the precision that ran);
 one that can time each node adds `profile` (`--profile-runs N`: a per-node document instead).
+`--compare-model B --paired`: the same full run, its steady state timed in alternating blocks with
+B (the run's baseline) loaded beside it; B's samples come back as `compare_samples_ms`.
 """
 
 from __future__ import annotations
@@ -213,11 +215,26 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter_ns()
     call()
     first_ms = (time.perf_counter_ns() - t0) / 1e6
+    paired = bool(args.compare_model and args.paired)
+    if paired:  # the model's own inference peak (its warm-up alone), then the baseline beside it
+        for _ in range(args.warmup):
+            call()
+        peak_inference = peak_rss_mb()
+        beside = open_model(adapter, args.compare_model, args.threads, options)
+        beside_call = beside.timed_call(_first_input(args.compare_data or args.data, np))
     cooling = wait_until_cool(args.max_temp_c, args.cool_timeout_s) if args.max_temp_c else None
     before, unreadable = read_conditions()
     window: dict = {}
-    samples, cpu, rapl = measure_latency(call, args.warmup, args.min_runs, args.min_seconds, args.max_seconds, window)
-    peak_inference = peak_rss_mb()
+    if paired:
+        usage: dict = {}
+        samples, compare = measure_pair(call, beside_call, args.warmup, args.min_runs, args.min_seconds,
+                                        args.max_seconds, window, usage)
+        cpu, rapl = usage["cpu_s"][0], (usage["rapl_uj"] or [None])[0]
+        del beside, beside_call  # not in the accuracy pass
+    else:
+        samples, cpu, rapl = measure_latency(call, args.warmup, args.min_runs, args.min_seconds, args.max_seconds,
+                                             window)
+        peak_inference = peak_rss_mb()
     after, _ = read_conditions()
     result: dict = {
         "status": "ok",
@@ -246,6 +263,8 @@ def run(args: argparse.Namespace) -> dict:
             result["executed"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     if getattr(model, "settings", None):  # what the runtime says it was set to (threads, hints)
         result["runtime_settings"] = model.settings
+    if paired:
+        result.update(compare_samples_ms=compare, compare_cpu_time_s=usage["cpu_s"][1])
     if not peak_reset:
         result["memory_note"] = "VmHWM could not be reset: inference peak includes loading"
     if not args.no_eval:
@@ -307,6 +326,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compare-model", help="A/B: also time this artifact, interleaved with --model "
                    "in blocks (latency only); its samples are compare_samples_ms")
     p.add_argument("--compare-data", help="inputs of --compare-model (default: --data)")
+    p.add_argument("--paired", action="store_true", help="with --compare-model: the full run of --model "
+                   "(phases, memory, accuracy), its steady state interleaved with --compare-model's")
     p.add_argument("--profile-runs", type=int, default=0, metavar="N",
                    help="per-node time instead: N profiled runs after --warmup (0: off)")
     p.add_argument("--output", help="write the JSON here instead of stdout")
@@ -319,7 +340,7 @@ def main(argv=None) -> int:
     try:
         if args.profile_runs < 0:
             raise ValueError("--profile-runs must be >= 0")
-        result = (run_profile(args) if args.profile_runs else run_pair(args) if args.compare_model
+        result = (run_profile(args) if args.profile_runs else run_pair(args) if args.compare_model and not args.paired
                   else run(args))
     except Unavailable as exc:
         result, code = {"status": "error", "error": f"unavailable: {exc}"}, EXIT_UNAVAILABLE

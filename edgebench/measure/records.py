@@ -21,7 +21,7 @@ from edgebench import SCHEMA_VERSION, __version__
 FIELDS = (
     "schema_version", "run_id", "variant", "parent", "steps", "target", "runtime", "format",
     "status", "error", "emulated", "size_bytes", "size_gzip_bytes", "params", "nonzero_params", "macs",
-    "latency_ms", "latency_samples_ms", "latency_rounds", "rounds", "load_s", "first_inference_ms",
+    "latency_ms", "latency_samples_ms", "latency_rounds", "rounds", "latency_p50_ci95", "latency_ratio", "load_s", "first_inference_ms",
     "rss_after_load_mb", "peak_rss_inference_mb", "peak_rss_eval_mb", "peak_rss_mb", "cpu_time_s",
     "energy_mj", "precision", "compute_precision", "accuracy", "n_eval", "accuracy_ci95",
     "accuracy_delta_p", "agreement", "logit_rel_err", "metric", "fidelity", "conditions", "machine",

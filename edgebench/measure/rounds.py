@@ -27,36 +27,97 @@ from edgebench.targets import RunOptions, TargetProfile, open_target
 from edgebench.tasks import make_task
 
 
-def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: RunOptions, run_dir: Path, log):
-    """Measure every variant in `options.rounds` runner processes, interleaved.
+def measure_rounds(variants: list[BuiltVariant], target, runtime: str, options: RunOptions, run_dir: Path, log,
+                   reference: BuiltVariant | None = None):
+    """Measure every variant in runner processes (rounds), interleaved: round 1 of each, then 2...
 
-    Yields (variant, merged runner result) as each variant's last round finishes. A variant
-    that fails in a round is not measured again; a variant with no artifact yields its reason.
+    With `options.paired` each variant but the reference (`reference`, else the one named
+    "baseline") is timed beside the reference's artifact in the same process; after
+    `options.rounds`, rounds are added to the variants whose ratio is not yet within
+    ±`options.precision` (edgebench.measure.latency.stop_reason). Yields (variant, merged runner
+    result) as each variant's rounds end, the reference first. A variant that fails in a round is
+    not measured again; one with no artifact yields its reason.
     """
+    from edgebench.measure.latency import stop_reason
+
     fmt = format_of(runtime)
+    if reference is None:
+        reference = next((v for v in variants if v.name == "baseline"), None)
+    beside = reference.artifact(fmt)[0] if options.paired and reference is not None else None
     results: dict[str, list[dict]] = {v.name: [] for v in variants}
-    for index in range(options.rounds):
-        last = index == options.rounds - 1
-        for variant in variants:
+    alone: set[str] = set() if reference is None else {reference.name}  # timed without a partner
+    reference_p50s: list[float] | None = None
+    todo = list(variants)
+    for index in range(max(options.rounds, options.max_rounds)):
+        for variant in todo:
             artifact, why = variant.artifact(fmt)
             done = results[variant.name]
             if artifact is None:
-                if last:
-                    yield variant, {"status": "error", "error": why}
-                continue
-            if not done or done[-1].get("status") == "ok":
-                started = time.perf_counter()
-                try:
-                    result = target.measure(artifact, run_dir / "eval.npz", runtime, options.round(index))
-                except Exception as exc:  # noqa: BLE001 - a target failure is a record; the sweep goes on
-                    result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-                result["measure_s"] = time.perf_counter() - started
-                result["board"], result["worker"] = target.profile.name, "in-process"
+                done[:] = [{"status": "error", "error": why, "measure_s": 0.0}]
+            elif not done or done[-1].get("status") == "ok":
+                pair = beside if beside is not None and variant.name not in alone else None
+                result = _measure(target, artifact, run_dir, runtime, options.round(index), pair)
+                if pair is not None and result.get("status") != "ok":  # beside the baseline only? alone, then
+                    retry = _measure(target, artifact, run_dir, runtime, options.round(index), None)
+                    if retry.get("status") == "ok":
+                        alone.add(variant.name)
+                        retry["pair_note"] = f"timed alone: beside the baseline it failed ({result.get('error')})"
+                        result = retry
                 done.append(result)
-            if last:
-                yield variant, merge_rounds(done)
-        if not last:
+            if variant is reference and done and done[-1].get("status") != "ok":
+                beside = None  # a baseline that fails here: the others are timed alone
+        if index + 1 < options.rounds:
             log(f"{target.profile.name} {runtime}: round {index + 1}/{options.rounds} measured")
+            continue
+        finished = []
+        for variant in todo:
+            done = results[variant.name]
+            ok = bool(done) and done[-1].get("status") == "ok"
+            why = stop_reason([round_summary_of(r) for r in done], sum(r["measure_s"] for r in done), options) \
+                if ok else "error"
+            if why is not None:
+                finished.append((variant, why))
+        for variant, why in finished:
+            todo.remove(variant)
+            merged = merge_rounds(results[variant.name])
+            merged["stopped_by"] = why
+            if variant is reference:
+                merged["latency_reference"] = True
+                reference_p50s = [r["p50"] for r in merged.get("latency_rounds") or []]
+            elif reference_p50s:  # used where the rounds were not paired: compared over processes
+                merged["reference_p50s"] = reference_p50s
+            yield variant, merged
+        if not todo:
+            break
+        log(f"{target.profile.name} {runtime}: round {index + 2}: {len(todo)} variant(s) whose ratio to "
+            f"{reference.name if reference else 'the baseline'} is not yet within ±{options.precision:.0%}")
+
+
+def _measure(target, artifact: Path, run_dir: Path, runtime: str, options: RunOptions, beside: Path | None) -> dict:
+    """One runner process on `artifact`, timed beside `beside` (the baseline's artifact) if given."""
+    started = time.perf_counter()
+    data = run_dir / "eval.npz"
+    try:
+        if beside is None:
+            result = target.measure(artifact, data, runtime, options)
+        else:
+            result = target.measure(artifact, data, runtime, options, compare=(beside, data), extra_args=["--paired"])
+    except Exception as exc:  # noqa: BLE001 - a target failure is a record; the sweep goes on
+        result = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    result["measure_s"] = time.perf_counter() - started
+    result["board"], result["worker"] = target.profile.name, "in-process"
+    return result
+
+
+def round_summary_of(result: dict) -> dict:
+    """A round's statistics (edgebench.measure.records.round_summary), with its `ratio` to the
+    baseline timed beside it (p50 over p50) when it was paired."""
+    from edgebench.measure.latency import round_ratio
+
+    summary = round_summary(result.get("latency_samples_ms") or [])
+    if result.get("compare_samples_ms"):
+        summary["ratio"] = round_ratio(result["latency_samples_ms"], result["compare_samples_ms"])
+    return summary
 
 
 def merge_rounds(results: list[dict]) -> dict:
@@ -67,9 +128,14 @@ def merge_rounds(results: list[dict]) -> dict:
     if failed:
         return failed[0]
     merged = dict(results[0])
+    for key in ("compare_samples_ms", "compare_cpu_time_s"):  # the baseline's, beside it: kept per round as `ratio`
+        merged.pop(key, None)
     merged["latency_samples_ms"] = [s for r in results for s in r["latency_samples_ms"]]
-    merged["latency_rounds"] = [{**round_summary(r["latency_samples_ms"]),
+    merged["latency_rounds"] = [{**round_summary_of(r),
                                  **{k: r[k] for k in ("measured_at", "board") if r.get(k)}} for r in results]
+    notes = [r["pair_note"] for r in results if r.get("pair_note")]
+    if notes:
+        merged["pair_note"] = notes[0]
     windows = [r["measured_at"] for r in results if r.get("measured_at")]
     merged["measured_at"] = {"start": min(w["start"] for w in windows), "end": max(w["end"] for w in windows)} if windows else None
     for key in ("board", "worker"):  # who measured: one name, or each distinct one in round order
@@ -163,6 +229,7 @@ def make_measured_record(
         rounds=result.get("rounds", 1), measure_s=round(result.get("measure_s", 0.0), 2),
         measured_at=result.get("measured_at"), board=result.get("board"), worker=result.get("worker"),
     )  # fmt: skip
+    record.update(_latency_intervals(record["latency_rounds"], result, options))
     if record.get("accuracy") is None and result.get("accuracy") is not None:  # the runner's own top-1
         record["accuracy"] = result["accuracy"]
     for note in ("memory_note", "peak_rss_note"):
@@ -178,6 +245,19 @@ def make_measured_record(
     return record
 
 
+def _latency_intervals(rounds: list[dict], result: dict, options: RunOptions) -> dict:
+    """`latency_p50_ci95` and `latency_ratio` (edgebench.measure.latency) of a measured record."""
+    from edgebench.measure.latency import latency_ratio, p50_interval
+
+    out = {"latency_p50_ci95": p50_interval([r.get("p50") for r in rounds]),
+           "latency_ratio": latency_ratio(rounds, result.get("stopped_by"), options.precision,
+                                          reference=bool(result.get("latency_reference")),
+                                          baseline_p50s=result.get("reference_p50s"))}
+    if result.get("pair_note"):
+        out["pair_note"] = result["pair_note"]
+    return out
+
+
 def _energy(record: dict, profile: TargetProfile) -> dict:
     from edgebench.measure.energy import estimate
 
@@ -187,7 +267,8 @@ def _energy(record: dict, profile: TargetProfile) -> dict:
 def run_options(exp: Experiment) -> RunOptions:
     r = exp.run
     return RunOptions(threads=r.threads, warmup=r.warmup, min_runs=r.min_runs, min_seconds=r.min_seconds,
-                      max_seconds=r.max_seconds, timeout_s=r.timeout_s, rounds=r.rounds)  # fmt: skip
+                      max_seconds=r.max_seconds, timeout_s=r.timeout_s, rounds=r.rounds, paired=r.paired,
+                      precision=r.precision, max_rounds=r.max_rounds)  # fmt: skip
 
 
 def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
@@ -209,7 +290,9 @@ def measure_all(exp, profiles, variants, run_dir, run_id, log) -> RecordLog:
         options = base_options.for_target(profile)
         try:
             # The baseline first: the others are compared with it.
-            for variant, result in measure_rounds(todo, target, runtime, options, run_dir, log):
+            # (a resumed run pairs with the baseline measured before it)
+            reference = next((v for v in variants if v.name == "baseline"), None)
+            for variant, result in measure_rounds(todo, target, runtime, options, run_dir, log, reference):
                 record = make_measured_record(variant, profile, runtime, result, options, run_dir, run_id, evalset)
                 if profile_runs and record["status"] == "ok":
                     _profile(target, options, run_dir, record, profile_runs, log)
@@ -240,10 +323,24 @@ def summarize(record: dict) -> str:
     if record["status"] != "ok":
         return f"error: {record['error']}"
     lat = record["latency_ms"]
+    p50 = f"p50 {lat['p50']:.3f} ms{ratio_text(record.get('latency_ratio'), ' ')}"
     acc = record.get("accuracy")
     if acc is not None:
-        return f"p50 {lat['p50']:.3f} ms, acc {acc * 100:.1f}%, {record['size_bytes'] / 1024:.0f} KB"
+        return f"{p50}, acc {acc * 100:.1f}%, {record['size_bytes'] / 1024:.0f} KB"
     metric = record.get("metric") or {}
     if metric.get("value") is not None:
-        return f"p50 {lat['p50']:.3f} ms, {metric['name']} {metric['value']:.4g}, {record['size_bytes'] / 1024:.0f} KB"
-    return f"p50 {lat['p50']:.3f} ms"
+        return f"{p50}, {metric['name']} {metric['value']:.4g}, {record['size_bytes'] / 1024:.0f} KB"
+    return p50
+
+
+def ratio_text(ratio: dict | None, prefix: str = "") -> str:
+    """'×0.56 [0.55–0.57]' (with ' n.s.' when the interval holds 1.0); '' for none or the baseline.
+
+    >>> ratio_text({"value": 1.01, "ci95": [0.98, 1.04], "significant": False, "rounds": 4})
+    '×1.01 [0.98–1.04] n.s.'
+    """
+    if not isinstance(ratio, dict) or ratio.get("value") is None or ratio.get("reference"):
+        return ""
+    ci = ratio.get("ci95")
+    text = f"×{ratio['value']:.3g}" + (f" [{ci[0]:.3g}–{ci[1]:.3g}]" if ci else f" ({ratio.get('rounds')} round)")
+    return prefix + text + (" n.s." if ratio.get("significant") is False else "")
