@@ -84,6 +84,8 @@ def load_side(source: str | Path, what: str) -> Side:
     if not (run_dir / "records.jsonl").is_file():
         raise EdgebenchError(f"{what} {path}: not a run folder (no records.jsonl) and not a baseline .json")
     records = read_records(run_dir)
+    if not records:  # every variant would be "new" and the gate would pass on nothing
+        raise EdgebenchError(f"{what} {run_dir / 'records.jsonl'}: no readable record (empty, or only a torn line)")
     for record in records:
         validate_entry(record, f"{run_dir / 'records.jsonl'}")
     return Side(path, records, _read_manifest(run_dir, what), run_dir)
@@ -117,6 +119,8 @@ def _load_baseline_file(path: Path, what: str) -> Side:
     entries = doc.get("entries")
     if not isinstance(entries, list):
         raise EdgebenchError(f"{what} {path}: 'entries' is not a list")
+    if not entries:
+        raise EdgebenchError(f"{what} {path}: no entries: nothing to compare against")
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in KEY):
             raise EdgebenchError(f"{what} {path}: entries[{i}] is not an entry (needs variant, target, runtime)")

@@ -10,7 +10,9 @@
   status, footprint, accuracy and latency of every (variant, target, runtime), each judged on
   its own against the same one in the baseline (regressions.py). Latency: when both runs'
   artifacts are on disk, measured again here, interleaved (A/B, remeasure.py); otherwise from
-  the stored per-round statistics (latency_gate.py). The first output line says which.
+  the stored per-round statistics (latency_gate.py). The first output line says which. Then
+  every variant of a target/runtime together (shift.py): a shift of the whole run fails even
+  when each variant alone is unsure of it.
 
     >>> main(build_parser().parse_args(["check", "results/NEW", "--baseline", "results/MAIN"]))
 """
@@ -28,6 +30,7 @@ from edgebench.analyze.budgets import Budget, check_budgets, load_budgets
 from edgebench.analyze.latency_gate import LATENCY_STATS, check_stat
 from edgebench.analyze.regressions import Check, GateOptions, check_baseline
 from edgebench.analyze.remeasure import ABOptions, describe, measure_ab, plan_ab
+from edgebench.analyze.shift import shift_checks
 from edgebench.errors import ConfigError, EdgebenchError
 
 HELP = "regression gate: check a run against budgets and/or a baseline (exit 1 on regression)"
@@ -99,6 +102,8 @@ def run_gate(candidate: Side, reference: Side | None, budgets: list[Budget], opt
             f"processes each ({ab.seconds:g} s timed per process), interleaved")
     measured, stored_why = measure_ab(plan, options, ab, log)
     checks += check_baseline(reference, candidate, options, measured, {**plan.stored, **stored_why})
+    # Every variant of a target/runtime together: a uniform shift each one alone is unsure of.
+    checks += shift_checks(reference, candidate, plan.pairs, set(measured), options, checks)
     remeasured = {key[1:] for key in measured}
     compared = len(set(reference.by_key()) & set(candidate.by_key()))
     lines = [describe(plan, stored_why, compared)] + plan.notes + context_notes(reference, candidate, remeasured)

@@ -192,8 +192,13 @@ def plan_ab(reference: Side, candidate: Side, ab: ABOptions, refuse: str | None 
         cand_art = artifact(candidate.run_dir, variant, fmt)
         if ref_art and cand_art and not ab.measure_identical:
             digest = sha256(cand_art)
-            if digest == sha256(ref_art):  # the same bytes on the same runtime: nothing to measure
-                plan.identical[key] = digest[:12]
+            if digest == sha256(ref_art):
+                changed = machine_change(reference.by_key()[key], candidate.by_key()[key])
+                if changed:  # the same file: only the runtime or machine can explain a change
+                    plan.stored[key] = (f"identical artifacts but {changed}: measuring the file again here runs "
+                                        "one runtime only, so the stored numbers are compared")
+                else:  # the same bytes on the same runtime: nothing to measure
+                    plan.identical[key] = digest[:12]
                 continue
         profile = plan.profiles.get(target)
         data = (reference.run_dir / "eval.npz", candidate.run_dir / "eval.npz")
@@ -214,6 +219,20 @@ def plan_ab(reference: Side, candidate: Side, ab: ABOptions, refuse: str | None 
             plan.options[target] = run_options(candidate.manifest, profile, ab.seconds)
         plan.pairs.append(Pair(key, len(plan.pairs), ref_art, cand_art, *data))  # type: ignore[arg-type]
     return plan
+
+
+def machine_change(reference: dict, candidate: dict) -> str:
+    """'runtime_version 1.31.0 → 1.32.0' (and cpu, threads) where the two records were measured
+    differently; '' where they agree or do not say.
+
+    >>> machine_change({"machine": {"runtime_version": "1.31"}}, {"machine": {"runtime_version": "1.32"}})
+    'runtime_version 1.31 → 1.32'
+    """
+    from edgebench.analyze.baseline import MACHINE_FACTS
+
+    a, b = reference.get("machine") or {}, candidate.get("machine") or {}
+    return "; ".join(f"{k} {a[k]} → {b[k]}" for k in MACHINE_FACTS
+                     if a.get(k) is not None and b.get(k) is not None and str(a[k]) != str(b[k]))
 
 
 def _measure_one(target: Target, pair: Pair, side: str, runtime: str, options: RunOptions, stat: str) -> float | str:
