@@ -113,16 +113,18 @@ def run_status(records: list[dict]) -> tuple[int, str]:
 
 
 def summary_table(records: list[dict]) -> str:
+    from edgebench.analyze.intervals import ratio_text
     from edgebench.export.precision import precision_label
 
     metric = next((r["metric"] for r in records if r.get("status") == "ok" and r.get("accuracy") is None
                    and (r.get("metric") or {}).get("value") is not None), None)
     name = f"{metric['name']} (95% CI)" if metric else "accuracy (95% CI)"
-    rows = [("variant", "target", "runtime", "size KB", "p50 ms", name, "Δ" if metric else "Δ pt", "computes")]
+    rows = [("variant", "target", "runtime", "size KB", "p50 ms", "× baseline [95% CI]", name, "Δ" if metric else "Δ pt",
+             "computes")]
     most = max((r.get("n_eval") or 0 for r in records), default=0)
     for r in records:
         if r["status"] != "ok":
-            rows.append((r["variant"], r["target"], r["runtime"], "-", "-", "error", "", (r["error"] or "")[:60]))
+            rows.append((r["variant"], r["target"], r["runtime"], "-", "-", "-", "error", "", (r["error"] or "")[:60]))
             continue
         size = f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "-"
         text = _score_text(r, metric is not None)
@@ -130,7 +132,7 @@ def summary_table(records: list[dict]) -> str:
         if n and n < most:  # a subset (e.g. the QEMU profile's first 100 inputs) says so
             text += f" n={n}"
         p50 = f"{r['latency_ms']['p50']:.3f}" + (" emulated" if r.get("emulated") else "")  # not a device's speed
-        rows.append((r["variant"], r["target"], r["runtime"], size, p50, text,
+        rows.append((r["variant"], r["target"], r["runtime"], size, p50, ratio_text(r.get("latency_ratio")), text,
                      _delta(records, r, metric is not None), precision_label(r.get("precision"), r.get("compute_precision"))))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

@@ -49,7 +49,8 @@ COLUMNS = (
     "run_id", "variant", "parent", "method", "steps", "target", "runtime", "format", "status",
     "error", "emulated", "precision", "compute_precision", "size_bytes", "size_gzip_bytes", "weight_bytes", "params",
     "nonzero_params", "macs", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99",
-    "latency_ms.mean", "latency_ms.n", "latency_samples_ms", "load_s", "first_inference_ms",
+    "latency_ms.mean", "latency_ms.n", "latency_samples_ms", "latency_p50_ci95", "latency_ratio.value",
+    "latency_ratio.ci95", "latency_ratio.significant", "load_s", "first_inference_ms",
     "rss_after_load_mb", "peak_rss_mb", "peak_rss_eval_mb", "cpu_time_s", "energy_mj.value",
     "energy_mj.model", "accuracy", "n_eval", "accuracy_ci95", "accuracy_delta_p", "agreement", "logit_rel_err",
     "metric.name", "metric.value", "metric.ci95", "metric.delta", "metric.delta_ci95", "metric.delta_p",
@@ -225,7 +226,7 @@ def load(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     df["status"] = df["status"].fillna("error")
     for column in df.columns:
         if column in DIRECTIONS or column.startswith(("latency_ms.", "energy_mj.")) or column in (
-                "metric.value", "metric.delta", "metric.delta_p"):
+                "metric.value", "metric.delta", "metric.delta_p", "latency_ratio.value"):
             if column not in ENERGY_TEXT and df[column].dtype == object:
                 df[column] = pd.to_numeric(df[column], errors="coerce")
     return df.reset_index(drop=True)
@@ -236,13 +237,17 @@ def pareto_front(
     metrics: Sequence[str] = FRONT_METRICS,
     by: Sequence[str] | None = GROUP,
     directions: dict[str, int] | None = None,
+    intervals: dict[str, tuple[str, str]] | None = None,
 ) -> pd.Series:
     """True for rows no other row of the same (target, runtime) group dominates.
 
     A row dominates another when it is at least as good on every metric and better on one, so
     rows equal on all metrics do not dominate each other (duplicates of a front point are all
     on the front). Rows with status other than "ok" or a missing metric are never on it.
-    `directions` overrides the DIRECTIONS table (e.g. for a metric of your own).
+    `directions` overrides the DIRECTIONS table (e.g. for a metric of your own). `intervals`
+    maps a metric to its (low, high) columns: on it a row is better only when its interval lies
+    wholly on the better side of the other's, and overlapping intervals are a tie
+    (edgebench.analyze.intervals: latency from the ratio to the baseline).
     """
     import numpy as np
     import pandas as pd
@@ -258,27 +263,36 @@ def pareto_front(
     ok = values.notna().all(axis=1)
     if "status" in df.columns:
         ok &= df["status"].eq("ok")
-    # Every metric turned into "lower is better".
-    cost = values.to_numpy(dtype=float) * -np.array([table[m] for m in metrics], dtype=float)
+    # Every metric turned into "lower is better"; an interval's ends too (a point where it has none).
+    sign = -np.array([table[m] for m in metrics], dtype=float)
+    cost = values.to_numpy(dtype=float) * sign
+    low, high = cost.copy(), cost.copy()
+    for k, metric in enumerate(metrics):
+        if metric in (intervals or {}):
+            ends = [pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float) * sign[k] for c in intervals[metric]]
+            a, b = np.fmin(*ends), np.fmax(*ends)
+            low[:, k], high[:, k] = np.where(np.isnan(a), cost[:, k], a), np.where(np.isnan(b), cost[:, k], b)
     groups = df[ok].groupby(list(by), dropna=False).indices if by else {None: np.flatnonzero(ok)}
     ok_positions = np.flatnonzero(ok)
     for positions in groups.values():
         rows = ok_positions[positions] if by else positions
-        front.iloc[rows] = _non_dominated(cost[rows])
+        front.iloc[rows] = _non_dominated(low[rows], high[rows])
     return front
 
 
-def _non_dominated(cost: Any) -> Any:
-    """Boolean mask of the rows of `cost` (n × m, lower is better) that nothing dominates."""
+def _non_dominated(low: Any, high: Any = None) -> Any:
+    """Boolean mask of the rows (n × m, lower is better) that nothing dominates; each value an
+    interval [low, high] (a point when `high` is None). Row i dominates row j when on every
+    metric it is not worse (low_i <= high_j) and on one it is better (high_i < low_j)."""
     import numpy as np
 
-    n = len(cost)
+    high = low if high is None else high
+    n = len(low)
     dominated = np.zeros(n, dtype=bool)
-    step = max(1, 2_000_000 // max(n * cost.shape[1], 1))  # bound the n × n × m temporaries
+    step = max(1, 2_000_000 // max(n * low.shape[1], 1))  # bound the n × n × m temporaries
     for start in range(0, n, step):
-        block = cost[start : start + step, None, :]
-        no_worse = (block <= cost[None, :, :]).all(axis=2)
-        better = (block < cost[None, :, :]).any(axis=2)
+        no_worse = (low[start : start + step, None, :] <= high[None, :, :]).all(axis=2)
+        better = (high[start : start + step, None, :] < low[None, :, :]).any(axis=2)
         dominated |= (no_worse & better).any(axis=0)
     return ~dominated
 
@@ -295,7 +309,8 @@ def available_metrics(df: pd.DataFrame, metrics: Sequence[str] = FRONT_METRICS) 
 
 
 def best_variants(df: pd.DataFrame, max_drop: float | None = None) -> pd.DataFrame:
-    """Per (target, runtime): the fastest and the smallest ok variant whose quality is within
+    """Per (target, runtime): the fastest (with the variants tied with it, where `df` has
+    edgebench.analyze.intervals.BOUNDS) and the smallest ok variant whose quality is within
     `max_drop` of the baseline's (accuracy: 0.01 = one point by default; another metric: its
     own units, default 1 % of the baseline's value; all ok variants without a baseline)."""
     import pandas as pd
@@ -311,7 +326,12 @@ def best_variants(df: pd.DataFrame, max_drop: float | None = None) -> pd.DataFra
             keep = group[q.direction * (values - base.iloc[0]) >= -drop - 1e-12]
         row = {"target": target, "runtime": runtime, "fastest": None, "smallest": None}
         if keep["latency_ms.p50"].notna().any():
-            row["fastest"] = keep.loc[keep["latency_ms.p50"].idxmin(), "variant"]
+            from edgebench.analyze.intervals import tied_fastest
+
+            fastest = keep["latency_ms.p50"].idxmin()
+            tied = tied_fastest(keep, fastest)  # within the intervals: as fast, as far as anyone can tell
+            row["fastest"] = keep.loc[fastest, "variant"] + (
+                f" (tied: {', '.join(tied[:3])}{f' +{len(tied) - 3}' if len(tied) > 3 else ''})" if tied else "")
         if keep["size_bytes"].notna().any():
             row["smallest"] = keep.loc[keep["size_bytes"].idxmin(), "variant"]
         rows.append(row)

@@ -21,11 +21,20 @@ from edgebench.analyze.chart_style import (
     panel_title,
     style,
 )
+from edgebench.analyze.intervals import ratio_text, row_ratio
 from edgebench.analyze.labels import variant_numbers
 from edgebench.analyze.plots import CHARTS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+def _ratio(row: Any) -> str:
+    """'  ×0.56 [0.55–0.57]' for a variant timed beside its baseline ('' for none, the baseline)."""
+    ratio = row_ratio(row)
+    if ratio is None or ratio["reference"]:
+        return ""
+    return f"  ×{ratio_text(ratio)}"
 
 
 def has_samples(ok: pd.DataFrame):
@@ -85,14 +94,19 @@ def latency_chart(df: pd.DataFrame, run_id: str = "") -> Any:
         ax.set_yticks(ticks, [f"{v} {number_label(numbers[v])}" for v in rows["variant"]], fontsize=8)
         for label, variant in zip(ax.get_yticklabels(), rows["variant"], strict=False):
             label.set_fontweight("bold" if variant == "baseline" else "normal")
+        for k, ci in zip(ticks, rows["latency_p50_ci95"], strict=False):  # how sure the p50 is, over rounds
+            if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+                ax.plot(ci, [k, k], color="black", lw=3.2, solid_capstyle="butt", zorder=4)
         p50 = ax.secondary_yaxis("right")
-        p50.set_yticks(ticks, [f"{m:.3g}" for m in rows["_median"]], fontsize=7, color="#444")
-        p50.set_ylabel("p50 (ms)", fontsize=8, color="#444")
+        p50.set_yticks(ticks, [f"{m:.3g}{_ratio(row)}" for m, (_, row) in zip(rows["_median"], rows.iterrows(), strict=False)],
+                       fontsize=7, color="#444")
+        p50.set_ylabel("p50 (ms)  × baseline [95% interval]", fontsize=8, color="#444")
         whiskers = [np.percentile(s, [1, 99]) for s in rows["latency_samples_ms"]]
         if max(w[1] for w in whiskers) > 6 * max(min(w[0] for w in whiskers), 1e-9):
             log_axis(ax.xaxis)
     bottom = legend(fig, ordered(methods))
-    fig.suptitle("Latency distribution of the raw samples (box: p25–p75, whiskers: p1–p99)"
+    fig.suptitle("Latency distribution of the raw samples (box: p25–p75, whiskers: p1–p99;\n"
+                 "black bar: the p50's 95% interval over rounds)"
                  + (f" — run {run_id}" if run_id else ""), fontsize=11)
     # tight_layout leaves the title too little room over several rows of tall panels
     fig.tight_layout(rect=(0, bottom, 1, 1 - 0.35 / fig.get_size_inches()[1] if len(panels) > 3 else 1))

@@ -30,6 +30,8 @@ from edgebench.analyze import (
     quality,
     read_manifest,
 )
+from edgebench.analyze.intervals import NOTE as LATENCY_NOTE
+from edgebench.analyze.intervals import intervals_of, latency_bounds, ratio_text, row_ratio
 from edgebench.export.precision import precision_label
 from edgebench.measure.accuracy import SIGNIFICANCE
 from edgebench.measure.energy import NO_METER_NOTE
@@ -46,8 +48,8 @@ TABLE = (
     ("target", "target_text", None, 0), ("runtime", "runtime", None, 0),
     ("size KB", "size_bytes", 1 / 1024, 4), ("gzip KB", "size_gzip_bytes", 1 / 1024, 4),
     ("params", "params", 1, 0), ("MACs", "macs", 1, 0),
-    ("p50 ms", "latency_ms.p50", 1, 3), ("p90 ms", "latency_ms.p90", 1, 3),
-    ("load ms", "load_s", 1000, 3), ("RSS after load MB", "rss_after_load_mb", 1, 3),
+    ("p50 ms", "latency_ms.p50", 1, 3), ("× baseline", "ratio_text", None, 0, "latency_ratio.value"),
+    ("p90 ms", "latency_ms.p90", 1, 3), ("load ms", "load_s", 1000, 3), ("RSS after load MB", "rss_after_load_mb", 1, 3),
     ("peak RSS inference MB", "peak_rss_mb", 1, 3), ("energy mJ", "energy_mj.value", 1, 3),
     ("computes", "ran_text", None, 0),
     ("accuracy %", "accuracy", 100, 4), ("95% CI", "ci_text", None, 0, "accuracy"),
@@ -56,7 +58,7 @@ TABLE = (
     ("status", "status_text", None, 0),
 )  # fmt: skip
 TEXT_COLUMNS = ("variant", "steps_text", "target_text", "runtime", "ran_text", "ci_text", "delta_text",
-                "status_text")
+                "status_text", "ratio_text")
 SIGNIFICANCE_NOTE = ("Δ acc pt: accuracy minus the baseline's on the same target, runtime and inputs; "
                      "* the difference is significant (exact McNemar test, p < 0.05), n.s. it is not: "
                      "treat it as no difference. 95% CI: Wilson interval of the accuracy on n inputs.")
@@ -76,9 +78,10 @@ def main(args: argparse.Namespace) -> int:
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """The loaded table plus `on_front` and the text columns the reports show."""
-    df = df.copy()
+    df = latency_bounds(df)  # the p50's interval from the ratio to the baseline: ties on the front
     metrics, directions = front_metrics(df)
-    df["on_front"] = pareto_front(df, metrics, directions=directions) if metrics else False
+    df["on_front"] = pareto_front(df, metrics, directions=directions, intervals=intervals_of(df)) if metrics else False
+    df["ratio_text"] = [ratio_text(row_ratio(row)) for _, row in df.iterrows()]
     q = quality(df)
     df["steps_text"] = df["steps"].map(describe_steps)
     df["target_text"] = df["target"].astype(str) + df["emulated"].map({True: " (emulated)", False: ""})
@@ -131,12 +134,13 @@ def _ci_text(ci: Any, scale: float = 100.0) -> str:
 
 def significance_note(df: pd.DataFrame) -> str:
     q = df.attrs.get("quality", ACCURACY)
+    latency = f" {LATENCY_NOTE}" if df["latency_ratio.value"].notna().any() else ""
     if q is ACCURACY:
-        return SIGNIFICANCE_NOTE
+        return SIGNIFICANCE_NOTE + latency
     return (f"Δ {q.name}: {q.name} minus the baseline's on the same target, runtime and inputs "
             f"({'higher' if q.direction > 0 else 'lower'} is better); * when the paired bootstrap's p < "
             f"{SIGNIFICANCE}, (n.s.) otherwise: treat it as no difference. 95% CI: bootstrap interval "
-            f"of the {q.name} over the n inputs.")
+            f"of the {q.name} over the n inputs.{latency}")
 
 
 def _drop_text(df: pd.DataFrame) -> str:

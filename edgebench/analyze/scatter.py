@@ -29,6 +29,7 @@ from edgebench.analyze.chart_style import (
     panel_title,
     style,
 )
+from edgebench.analyze.intervals import intervals_of
 from edgebench.analyze.labels import focus, label_points, variant_numbers
 from edgebench.analyze.plots import CHARTS
 from edgebench.export.precision import precision_label
@@ -61,7 +62,8 @@ class ScatterChart:
 
 for _chart in (
     ScatterChart("accuracy_vs_size", "size_bytes", "artifact size (KB)", 1 / 1024, order=0),
-    ScatterChart("accuracy_vs_latency", "latency_ms.p50", "latency p50 (ms, batch 1; whiskers p10–p90)", order=1),
+    ScatterChart("accuracy_vs_latency", "latency_ms.p50",
+                 "latency p50 (ms, batch 1; bar: its 95% interval, whiskers: p10–p90)", order=1),
     ScatterChart("accuracy_vs_energy", "energy_mj.value", "energy per inference (mJ, estimate)", order=2),
     ScatterChart("accuracy_vs_memory", "peak_rss_mb", "peak RSS during batch-1 inference (MB, runtime + model)",
                  order=3),
@@ -146,7 +148,11 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
             if chart.column == "latency_ms.p50":
                 err = [_whiskers(s, p) for s, p in zip(part["latency_samples_ms"], xs, strict=False)]
                 ax.errorbar(xs, ys, xerr=list(zip(*err, strict=False)), fmt="none", ecolor=color,
-                            alpha=0.5, capsize=2.5, lw=1, zorder=2)
+                            alpha=0.3, capsize=2, lw=0.8, zorder=2)
+                # How sure the p50 itself is: its 95 % interval over rounds (runner processes).
+                err = [_interval(c, p) for c, p in zip(part["latency_p50_ci95"], xs, strict=False)]
+                ax.errorbar(xs, ys, xerr=list(zip(*err, strict=False)), fmt="none", ecolor=color,
+                            alpha=0.8, capsize=0, lw=2.4, zorder=2)
             ci = [c if isinstance(c, (list, tuple)) and len(c) == 2 and None not in c else None
                   for c in part[q.ci_column]] if q.ci_column in part else [None] * len(part)
             has = [c is not None and not o for c, o in zip(ci, out, strict=False)]
@@ -160,7 +166,8 @@ def _scatter(df: pd.DataFrame, chart: ScatterChart, run_id: str, numbered: bool)
             ax.scatter(xs[out], ys[out], c=color, marker="v", s=marker_size(method), edgecolors="black",
                        linewidths=0.8, zorder=3)
             methods.append(method)
-        front = pareto_front(rows, [chart.column, ycol], by=None, directions={ycol: q.direction})
+        front = pareto_front(rows, [chart.column, ycol], by=None, directions={ycol: q.direction},
+                             intervals=intervals_of(rows))  # latencies inside each other's intervals tie
         fx, fy = x[front].to_numpy(), shown[front].to_numpy()
         order = fx.argsort(kind="stable")
         ax.step(fx[order], fy[order], where="post", color="#555", lw=1.2, ls="--", zorder=2)
@@ -215,6 +222,13 @@ def _whiskers(samples: Any, p50: float) -> tuple[float, float]:
     if isinstance(samples, (list, tuple)) and len(samples) >= 2:
         p10, p90 = np.percentile(np.asarray(samples, dtype=float), [10, 90])
         return max(p50 - p10, 0.0), max(p90 - p50, 0.0)
+    return 0.0, 0.0
+
+
+def _interval(ci: Any, p50: float) -> tuple[float, float]:
+    """(below, above) the p50 of its 95 % interval (`latency_p50_ci95`); none without one."""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return max(p50 - ci[0], 0.0), max(ci[1] - p50, 0.0)
     return 0.0, 0.0
 
 

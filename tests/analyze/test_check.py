@@ -350,7 +350,8 @@ def test_compare_shows_ratios(tmp_path, capsys):
     b = write_run(tmp_path / "b", two_variants(seed=2, speed=2.0))
     assert cli.main(["compare", str(a), str(b)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("baseline") and "latency_ms.p50" in x)
-    assert 1.8 < float(line.split()[-1]) < 2.2
+    variant, where, metric, a_value, b_value, ratio, interval = line.split()  # B/A and its 95 % interval over rounds
+    assert 1.8 < float(ratio) < 2.2 and all(1.6 < float(x) < 2.4 for x in interval.split("–"))
     assert {r["metric"] for r in compare.compare_runs(a, b)} >= {"size_bytes", "accuracy"}
 
 
