@@ -25,6 +25,8 @@ COMMANDS = {
     "compare": ("edgebench.analyze.compare", "side-by-side table of two runs", "add_arguments", "main"),
     "profile": ("edgebench.pool.profile", "per-layer time on a target, mapped to PyTorch modules; diff two variants",
                 "add_arguments", "main"),  # edgebench.analyze.profile, and --cluster: on the board that measured it
+    "explain": ("edgebench.analyze.explain", "per-layer numerics against the fp32 baseline on a target: where the accuracy goes",
+                "add_arguments", "main"),
     "targets": ("edgebench.targets.command", "list target profiles and whether each is usable now", "add_arguments", "main"),
     "search": ("edgebench.search.command", "search compression chains for the best variant within budgets, measured on the target",
                "add_arguments", "main"),

@@ -193,6 +193,7 @@ def _cell(row: Any, column: str, scale: float | None, digits: int, sort: str | N
 def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[Path]:
     """Write records.csv, plots/, report.html and report.md into `run_dir`; return their paths."""
     from edgebench.analyze.boards import boards_html, boards_markdown
+    from edgebench.analyze.explain_chart import draw_explanations, explain_html, explain_markdown
     from edgebench.analyze.plots import write_plots
     from edgebench.analyze.profile_chart import (
         draw_profiles,
@@ -200,6 +201,8 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
         profile_html,
         profile_markdown,
     )
+    from edgebench.measure.numerics import load_explanations
+
     run = Path(run_dir).expanduser()
     df = prepare(load(run))
     manifest = read_manifest(run)
@@ -210,6 +213,9 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
     profiles = load_profiles(run)  # written by `edgebench profile`, if it ran
     chart = draw_profiles(profiles, run / "plots" / "profile.png", str(run_id)) if profiles else None
     plots += [chart] if chart else []
+    explanations = load_explanations(run)  # written by `edgebench explain`, if it ran
+    chart = draw_explanations(explanations, run / "plots" / "explain.png", str(run_id)) if explanations else None
+    plots += [chart] if chart else []
     if (run / "plots" / "search.png").is_file():  # drawn by `edgebench search`
         plots.append(run / "plots" / "search.png")
     for p in plots:
@@ -219,10 +225,12 @@ def write_reports(run_dir: str | Path, log: Callable[..., Any] = print) -> list[
     records = latest(read_records(run / "records.jsonl")) if (run / "records.jsonl").exists() else []
     html_path = run / "report.html"
     html_path.write_text(render_html(df, manifest, plots, str(run_id),
-                                     [*boards_html(records, manifest), *profile_html(profiles)]), encoding="utf-8")
+                                     [*boards_html(records, manifest), *profile_html(profiles),
+                                      *explain_html(explanations)]), encoding="utf-8")
     md_path = run / "report.md"
     md_path.write_text("\n".join([render_markdown(df, manifest, plots, str(run_id), run), *handed_sections(run),
-                                  *boards_markdown(records, manifest), *profile_markdown(profiles)]), encoding="utf-8")
+                                  *boards_markdown(records, manifest), *profile_markdown(profiles),
+                                  *explain_markdown(explanations)]), encoding="utf-8")
     log(f"wrote {html_path}\nwrote {md_path}")
     return [*paths, *plots, html_path, md_path]
 

@@ -164,6 +164,13 @@ def _lookup(name: str, mapping: dict) -> tuple[str, str] | None:
     return None
 
 
+def source_node(name: str, module_map: dict) -> str | None:
+    """The float graph's node that a runtime's or quantizer's node `name` comes from (known
+    renames undone, as `attribute` does), or None (a node the quantizer or runtime added)."""
+    found = _lookup(name, module_map)
+    return found[1] if found and found[0] == "node" else None
+
+
 def _node_module(node: str, op: str, mapping: dict) -> str:
     """A node's module; a compute op named after a fused activation is the Conv's module."""
     if op in COMPUTE_OPS:
