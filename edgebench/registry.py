@@ -107,6 +107,7 @@ METHODS = Registry("method", modules=(
     "edgebench.compress.distill",
     "edgebench.compress.lowrank",
     "edgebench.compress.compact",
+    "edgebench.compress.stress",
 ))
 
 # Tasks (edgebench.tasks): one module per built-in task, each registering its Task class.

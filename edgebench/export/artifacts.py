@@ -39,11 +39,13 @@ class ExportRequest:
     calibration: str = "minmax"
     float_onnx: Path | None = None
     float_onnx_rel_err: float | None = None
+    keep_float: tuple[str, ...] | str = ()  # int8 static: module globs kept in float, or "auto:K"
 
     def portable(self) -> ExportRequest:
         """The same request with only the data an exporter reads (for another process)."""
         return ExportRequest(copy_rows(self.x_test[:128]), copy_rows(self.x_calib),
-                             self.scheme, self.per_channel, self.calibration, self.float_onnx, self.float_onnx_rel_err)
+                             self.scheme, self.per_channel, self.calibration, self.float_onnx, self.float_onnx_rel_err,
+                             self.keep_float)
 
 
 def copy_rows(x: ArrayLike) -> ArrayLike:
@@ -80,9 +82,17 @@ def onnx_artifact(model, request: ExportRequest, path: Path, log, name: str) -> 
     def export() -> dict:
         if request.float_onnx is None or not Path(request.float_onnx).is_file():
             raise EdgebenchError("no float ONNX export to quantize")
+        kept: dict = {}
+        if request.keep_float and request.scheme == "int8_static":
+            kept = _onnx_kept_float(request, path)
+        nodes = kept.pop("nodes", None)
         out = quantize_onnx(request.float_onnx, path, request.scheme, request.x_calib,
-                            per_channel=request.per_channel, method=request.calibration)
-        return _entry(out, export_rel_err=request.float_onnx_rel_err)
+                            per_channel=request.per_channel, method=request.calibration, nodes_to_exclude=nodes)
+        if nodes:
+            from edgebench.export.keep_float import read_float_inputs
+
+            read_float_inputs(out, nodes)
+        return _entry(out, export_rel_err=request.float_onnx_rel_err, **kept)
 
     return _guarded("ONNX", export, log, name)
 
@@ -96,8 +106,11 @@ def tflite_artifact(model, request: ExportRequest, path: Path, log, name: str) -
             from edgebench.export.tflite import export_tflite, verify_tflite
         except ImportError as exc:
             raise EdgebenchError(f"unavailable: TFLite export is not installed ({exc})") from None
+        kept: dict = {}
+        if request.keep_float and request.scheme == "int8_static":
+            kept = _tflite_kept_float(model, request, path)
         export_tflite(model, request.x_test[:1], path, scheme=request.scheme, calibration=request.x_calib,
-                      per_channel=request.per_channel)
+                      per_channel=request.per_channel, keep_float=kept.pop("modules", None))
         check = verify_tflite(path, model, request.x_test[:128])
         if request.scheme == "fp32" and not check["logit_rel_err"] <= TFLITE_FP32_TOLERANCE:
             raise EdgebenchError(f"TFLite export does not match torch: relative error {check['logit_rel_err']:.2e} "
@@ -107,6 +120,48 @@ def tflite_artifact(model, request: ExportRequest, path: Path, log, name: str) -
             raise EdgebenchError(f"TFLite {request.scheme} export is broken: relative error "
                                  f"{check['logit_rel_err']:.2e}, top-1 agreement {check['agreement']:.0%} "
                                  f"with torch on {check['n']} test inputs")
-        return _entry(path, export_rel_err=check["logit_rel_err"], export_agreement=check["agreement"])
+        return _entry(path, export_rel_err=check["logit_rel_err"], export_agreement=check["agreement"], **kept)
 
     return _guarded("TFLite", export, log, name)
+
+
+def _onnx_kept_float(request: ExportRequest, path: Path) -> dict:
+    """`keep_float` for onnxruntime's quantizer: the units kept float (globs resolved, or "auto:K"
+    ranked on onnxruntime on the calibration split), the ranking, and their nodes."""
+    from edgebench.export import keep_float as kf
+    from edgebench.export.onnx import quantize_onnx
+
+    mapping = kf.module_map_beside(path)
+    k, extra = kf.auto_count(request.keep_float), {}
+    if k is None:
+        units = kf.resolve_globs(request.keep_float, mapping)
+    else:
+        trial = path.with_name(path.stem + ".all-int8.onnx")
+        try:
+            quantize_onnx(request.float_onnx, trial, "int8_static", request.x_calib, per_channel=request.per_channel,
+                          method=request.calibration)
+            units, extra["keep_float_ranking"] = kf.rank(trial, request.float_onnx, mapping, request.x_calib, k)
+        finally:
+            trial.unlink(missing_ok=True)
+    return {"kept_float": units, **extra, "nodes": kf.onnx_excluded_nodes(units, mapping)}
+
+
+def _tflite_kept_float(model, request: ExportRequest, path: Path) -> dict:
+    """`keep_float` for LiteRT's PT2E quantizer: the units kept float (globs resolved, or "auto:K"
+    ranked on LiteRT on the calibration split), the ranking, and every module they cover."""
+    from edgebench.export import keep_float as kf
+    from edgebench.export.tflite import export_tflite
+
+    mapping = kf.module_map_beside(path)
+    k, extra = kf.auto_count(request.keep_float), {}
+    if k is None:
+        units = kf.resolve_globs(request.keep_float, mapping)
+    else:
+        trial = path.with_name(path.stem + ".all-int8.tflite")
+        try:
+            export_tflite(model, request.x_test[:1], trial, scheme="int8_static", calibration=request.x_calib,
+                          per_channel=request.per_channel)
+            units, extra["keep_float_ranking"] = kf.rank(trial, request.float_onnx, mapping, request.x_calib, k)
+        finally:
+            trial.unlink(missing_ok=True)
+    return {"kept_float": units, **extra, "modules": kf.covered_modules(units, mapping)}

@@ -224,10 +224,12 @@ def quantize_onnx(
     calibration: ArrayLike | None = None,
     per_channel: bool = False,
     method: str = "minmax",
+    nodes_to_exclude: list[str] | None = None,
 ) -> Path:
     """Quantize a float .onnx for onnxruntime: fp16, int8 dynamic, or int8 static (QDQ).
 
-    `method` is the static calibration: "minmax", "percentile" or "entropy".
+    `method` is the static calibration: "minmax", "percentile" or "entropy". `nodes_to_exclude`
+    (int8 static): nodes left in float (`quantize keep_float`, edgebench.export.keep_float).
     """
     import onnx
 
@@ -269,7 +271,7 @@ def quantize_onnx(
                     str(pre), str(dst), _calibration_reader(names, calibration),
                     quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=calib,
+                    calibrate_method=calib, nodes_to_exclude=list(nodes_to_exclude or []),
                     extra_options={"CalibMovingAverage": False},
                 )  # fmt: skip
                 pre.unlink(missing_ok=True)

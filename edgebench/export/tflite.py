@@ -61,12 +61,14 @@ def export_tflite(
     calibration: ArrayLike | None = None,
     *,
     per_channel: bool = True,
+    keep_float: list[str] | None = None,
 ) -> Path:
     """Convert `model` to a `.tflite` file at `path`.
 
     `sample` is one input row (batch 1; `Arrays` for several inputs); the file has those static
     input shapes. `calibration` (rows like the sample) is required for ``int8_static`` and
     ignored otherwise. `per_channel` picks per-channel (default) or per-tensor int8 weights.
+    `keep_float`: module paths (``features.3.0``) the int8 quantizer leaves in float.
     The model is not modified. Any failure raises `ExportError` with a one-line reason;
     a missing litert-torch raises ``ExportError("unavailable: ...")``.
 
@@ -107,7 +109,7 @@ def export_tflite(
                 with _stage(scheme, "litert-torch conversion"):
                     edge_model = _convert_float(model, example, scheme)
             else:
-                edge_model = _convert_pt2e(model, example, scheme, calibration, per_channel, notes)
+                edge_model = _convert_pt2e(model, example, scheme, calibration, per_channel, notes, keep_float)
             with _stage(scheme, "writing the file"):
                 edge_model.export(str(path))
         except ExportError:
@@ -154,6 +156,7 @@ def _convert_pt2e(
     calibration: ArrayLike | None,
     per_channel: bool,
     notes: list[str],
+    keep_float: list[str] | None = None,
 ) -> Any:
     import litert_torch
     import torch
@@ -162,7 +165,7 @@ def _convert_pt2e(
     from torchao.quantization.pt2e import quantize_pt2e
 
     dynamic = scheme == "int8_dynamic"
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+    quantizer = (_keeping_float(pt2e_quantizer, keep_float) if keep_float else pt2e_quantizer.PT2EQuantizer()).set_global(
         pt2e_quantizer.get_symmetric_quantization_config(
             is_per_channel=per_channel, is_dynamic=dynamic
         )
@@ -179,9 +182,59 @@ def _convert_pt2e(
             for start in range(0, len(calibration), step):
                 prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in as_list(calibration[start : start + step])))
         quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-    with _stage(scheme, "litert-torch conversion"):
+    with _stage(scheme, "litert-torch conversion"), _strict_qdq(bool(keep_float)):
         # Converting with the batch-1 example gives static batch-1 input tensors.
         return litert_torch.convert(quantized, example, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+@contextlib.contextmanager
+def _strict_qdq(on: bool) -> Iterator[None]:
+    """LiteRT's converter in strict QDQ mode while it runs (keep_float): by default it quantizes a
+    float conv that sits between a dequantize and a quantize, weights and all (measured: the kept
+    conv came out CONV_2D int8); strict mode converts only what the quantizer annotated, so the
+    kept modules run DEQUANTIZE -> float op -> QUANTIZE. It also gives the file float inputs and
+    outputs (QUANTIZE/DEQUANTIZE at its ends). litert-torch has no switch for it: its config is
+    set on the way into the converter's passes."""
+    if not on:
+        yield
+        return
+    from litert_torch._convert import litert_converter
+
+    api = litert_converter.converter_api_ext
+    original = api.run_convert_to_tfl_passes
+
+    def strict(module: Any, pass_manager: Any, config: Any) -> Any:
+        config.strict_qdq_mode = True
+        return original(module, pass_manager, config)
+
+    api.run_convert_to_tfl_passes = strict
+    try:
+        yield
+    finally:
+        api.run_convert_to_tfl_passes = original
+
+
+def _keeping_float(pt2e_quantizer: Any, modules: list[str]) -> Any:
+    """A PT2E quantizer that leaves the ops of `modules` (and of their submodules) unannotated,
+    so they run in float. litert-torch's own `set_module_name` reads `nn_module_stack` keys in a
+    form torch 2.13 no longer writes (its filter matched nothing here), so this one reads the
+    module paths the stack holds."""
+    import re
+
+    keep = set(modules)
+
+    def path(raw: str) -> str:  # "features.0.0", or an older "L['self'].features[0][0]"
+        return re.sub(r"\[(\d+)\]", r".\1", re.sub(r"^L\['self'\]\.?", "", str(raw)))
+
+    def outside(node: Any) -> bool:
+        return not any(path(entry[0]) in keep for entry in (node.meta.get("nn_module_stack") or {}).values())
+
+    class KeepFloat(pt2e_quantizer.PT2EQuantizer):
+        def _annotate_for_static_quantization_config(self, model: Any) -> Any:
+            self._annotate_all_static_patterns(model, self.global_config, outside)
+            return model
+
+    return KeepFloat()
 
 
 def _export_for_quantization(model: torch.nn.Module, example: tuple, notes: list[str]) -> tuple[Any, bool]:

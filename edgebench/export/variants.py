@@ -3,7 +3,8 @@
 Writes `variants/<name>/model.onnx`, `model.tflite` and `variant.json` (parent, steps, params,
 sizes, MACs, export errors, and per artifact the precision its runtime really computes in, read
 from the exported graph by `edgebench.export.precision`). A variant whose step or export fails is kept
-with its error, so its records say why; the sweep goes on.
+with its error, so its records say why; the sweep goes on. A variant quantized at export keeps its
+float model as `float.onnx` (the reference of `edgebench explain` and `keep_float = "auto:K"`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class BuiltVariant:
             "macs": self.info.get("macs"),
             "activation_bytes": self.info.get("activation_bytes"),
             "torch_accuracy": self.info.get("torch_accuracy"),
+            # `quantize keep_float`: the modules this artifact keeps in float (mixed precision)
+            **({"kept_float": art["kept_float"]} if art.get("kept_float") else {}),
             **{k: v for k, v in self.info.get("notes", {}).items() if k not in ("steps",)},
         }
 
@@ -98,7 +101,8 @@ def export_scheme(variant: Variant) -> str:
 def _quantize_options(variant: Variant) -> dict:
     for step in reversed(variant.steps):
         if getattr(step, "export_scheme", None):
-            return {"per_channel": getattr(step, "per_channel", False), "calibration": getattr(step, "calibration", "minmax")}
+            return {"per_channel": getattr(step, "per_channel", False), "calibration": getattr(step, "calibration", "minmax"),
+                    "keep_float": getattr(step, "keep_float", ())}
     return {}
 
 
@@ -191,7 +195,8 @@ def build_variant(exp: Experiment, variant: Variant, baseline, data, run_dir: Pa
             if not info["artifacts"][fmt].get("error"):
                 _inspect_precision(info, fmt, path, log)
     finally:
-        float_onnx.unlink(missing_ok=True)
+        if scheme == "fp32":  # else kept: the float model behind the quantized artifacts (`edgebench explain`)
+            float_onnx.unlink(missing_ok=True)
     if pending is not None:
         return BuiltVariant(variant.name, vdir, info, pending=pending)
     _write_info(vdir, info)
@@ -218,6 +223,10 @@ def _inspect_precision(info: dict, fmt: str, path: Path, log) -> None:
     """
     t0 = time.perf_counter()
     found = inspect_artifact(path, fmt, asked=info.get("export_scheme"))
+    kept = info["artifacts"][fmt].get("kept_float")
+    if kept and found.get("precision_note"):  # mixed on purpose, not an int8 that did not take
+        found["precision_note"] = f"keep_float kept {', '.join(m or '(top level)' for m in kept)} in float; " + \
+            found["precision_note"].replace("partly took: ", "")
     info["artifacts"][fmt].update(found)
     info["timings_s"][f"precision_{fmt}"] = round(time.perf_counter() - t0, 3)
     if found["compute_precision"] is None or took(info.get("export_scheme"), found["compute_precision"]) is False:
