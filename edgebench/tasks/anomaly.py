@@ -51,6 +51,24 @@ class Anomaly(Task):
             scores, labels = scores[idx], labels[idx]
         return auc(labels, scores)
 
+    def values(self, prepared: tuple[np.ndarray, np.ndarray], idx: np.ndarray) -> np.ndarray:
+        """`value` for each row of resampled indices (B, n): the bootstrap, vectorized."""
+        scores, labels = prepared
+        idx = np.atleast_2d(idx)
+        return auc_many(labels[idx], scores[idx])
+
+
+def auc_many(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """`auc` of each row of (B, n) labels and scores (the bootstrap's resamples at once)."""
+    from scipy.stats import rankdata
+
+    positive = labels == 1
+    n1, n0 = positive.sum(axis=1), (~positive).sum(axis=1)
+    ranks = rankdata(scores, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = ((ranks * positive).sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return np.where((n1 > 0) & (n0 > 0), out, np.nan)
+
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney U statistic over the ranks (ties averaged, as sklearn's

@@ -75,6 +75,18 @@ class Detect(Task):
         weights = np.bincount(idx, minlength=prepared["matches"].num_images)
         return float(map_from_matches(prepared["matches"], weights)["map50"])
 
+    def values(self, prepared: Any, idx: np.ndarray) -> np.ndarray:
+        """`value` for each row of resampled indices (B, n): the bootstrap, vectorized."""
+        from edgebench.tasks.detect_post import map50_many
+
+        idx = np.atleast_2d(idx)
+        if prepared is None:
+            return np.zeros(len(idx))
+        n = prepared["matches"].num_images
+        rows = np.arange(len(idx))[:, None] * n
+        weights = np.bincount((idx + rows).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
+        return map50_many(prepared["matches"], weights)
+
     def extras(self, prepared: Any) -> dict:
         return {"map50_95": float(prepared["map"]) if prepared else 0.0, "note": NOTE}
 

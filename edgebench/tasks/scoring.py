@@ -66,8 +66,8 @@ def metric_fields(task: Task, prepared: Any, base: Any | None, n: int, resamples
         else:
             out["ci95"] = [value, value]
     else:
-        ci = bootstrap((np.arange(n),), lambda i: task.value(prepared, i), vectorized=False, n_resamples=resamples,
-                       method="percentile", random_state=rng)
+        ci = bootstrap((np.arange(n),), _statistic(task, prepared), vectorized=hasattr(task, "values"),
+                       n_resamples=resamples, method="percentile", random_state=rng)
         out["ci95"] = _finite([ci.confidence_interval.low, ci.confidence_interval.high])
     if base is None:
         return out
@@ -79,11 +79,28 @@ def metric_fields(task: Task, prepared: Any, base: Any | None, n: int, resamples
             return out
         res = bootstrap((diff,), np.mean, n_resamples=resamples, method="percentile", random_state=rng)
     else:
-        res = bootstrap((np.arange(n),), lambda i: task.value(prepared, i) - task.value(base, i), vectorized=False,
+        res = bootstrap((np.arange(n),), _statistic(task, prepared, base), vectorized=hasattr(task, "values"),
                         n_resamples=resamples, method="percentile", random_state=rng)
     out["delta_ci95"] = _finite([res.confidence_interval.low, res.confidence_interval.high])
     out["delta_p"] = _p_from(np.asarray(res.bootstrap_distribution))
     return out
+
+
+def _statistic(task: Task, prepared: Any, base: Any | None = None):
+    """The bootstrap's statistic on resampled test indices: the metric (or its difference from
+    the baseline's on the same resample); over a batch of resamples at once where the task
+    can (`Task.values`: detect, anomaly), one resample at a time otherwise (the user's own)."""
+    if hasattr(task, "values"):
+        def many(i, axis=-1):
+            i = np.asarray(i)
+            flat = i.reshape(-1, i.shape[-1])
+            v = task.values(prepared, flat) - (task.values(base, flat) if base is not None else 0.0)
+            return v.reshape(i.shape[:-1])
+
+        return many
+    if base is None:
+        return lambda i: task.value(prepared, i)
+    return lambda i: task.value(prepared, i) - task.value(base, i)
 
 
 def output_fidelity(outputs: list[np.ndarray], base: list[np.ndarray] | None, names: list[str]) -> dict | None:
