@@ -209,9 +209,11 @@ def make_measured_record(
                 "board": result.get("board"), "worker": result.get("worker")}
     samples = result["latency_samples_ms"]
     evalset = EvalSet.of(labels) or EvalSet(make_task(), None, None)
+    started = time.perf_counter()
     try:
         scores = score_outputs(evalset, variant.name, profile.name, runtime, result, run_dir,
                                variant.info.get("output_names"))
+        scores["score_s"] = round(time.perf_counter() - started, 3)  # host-side scoring: decode, metric, bootstrap
     except Exception as exc:  # noqa: BLE001 - the user's metric or an odd output: this record's error
         return {**record, "status": "error", "error": f"scoring the outputs failed: {type(exc).__name__}: {exc}",
                 "board": result.get("board"), "worker": result.get("worker")}
