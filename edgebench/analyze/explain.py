@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edgebench.errors import ConfigError
@@ -92,12 +93,30 @@ def table(doc: dict, top: int) -> str:
             + format_table(rows, ["module", "SQNR dB", "added dB", "cosine", "max abs", "worst", "note"]))
 
 
+def _explain_place(target, options, run_dir: Path, runtime: str, records: list[dict], args) -> list[dict]:
+    """Explain `records` (one target and runtime) against the baseline there, run once."""
+    from edgebench.measure.numerics import explain_on, exposed_tensors
+
+    reference = exposed_tensors(target, options, run_dir, "baseline", runtime)
+    docs = []
+    # The next artifact runs on the target while this one is compared here (the runner is
+    # another process); one ahead at most, so only its tensors wait in memory.
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        pending = ahead.submit(exposed_tensors, target, options, run_dir, records[0]["variant"], runtime)
+        for i, record in enumerate(records):
+            got = pending.result()
+            if i + 1 < len(records):
+                pending = ahead.submit(exposed_tensors, target, options, run_dir, records[i + 1]["variant"], runtime)
+            docs.append(explain_on(target, options, run_dir, record, reference, got))
+            if not getattr(args, "json", False):
+                print(table(docs[-1], args.top) + "\n")
+    return docs
+
+
 def main(args: argparse.Namespace) -> int:
     from edgebench.analyze.remeasure import manifest_profiles, run_options
     from edgebench.measure.numerics import (
-        explain_on,
         explain_options,
-        exposed_tensors,
         json_rows,
         write,
     )
@@ -123,12 +142,7 @@ def main(args: argparse.Namespace) -> int:
         options = explain_options(run_options(manifest, profile, 1.0), _inputs(args, profile))
         target = open_target(profile)
         try:
-            reference = exposed_tensors(target, options, run_dir, "baseline", runtime)
-            for record in records:
-                doc = explain_on(target, options, run_dir, record, reference)
-                docs.append(doc)
-                if not getattr(args, "json", False):
-                    print(table(doc, args.top) + "\n")
+            docs += _explain_place(target, options, run_dir, runtime, records, args)
         finally:
             target.close()
     if getattr(args, "json", False):

@@ -38,15 +38,14 @@ _TFLITE_CARRIERS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 
 
 def module_units(mapping: dict) -> dict[str, str]:
-    """Each module of the map (with nodes) -> the unit it belongs to (its Conv's, for an
-    activation fused into one)."""
+    """Each module of the map (with nodes) -> the unit it belongs to: its Conv's, for an
+    activation module fused into one; itself for a module whose nodes go to several units (a
+    forward's own ops, "", of which a `torch.relu` may be anchored to a Conv and a concat not)."""
     nodes, anchors = mapping.get("nodes", {}), mapping.get("anchors", {})
-    out: dict[str, str] = {}
+    units: dict[str, set] = defaultdict(set)
     for node, module in nodes.items():
-        unit = nodes.get(anchors.get(node, node), module)
-        if module not in out or unit != module:
-            out[module] = unit
-    return out
+        units[module].add(nodes.get(anchors.get(node, node), module))
+    return {m: next(iter(u)) if len(u) == 1 else m for m, u in units.items()}
 
 
 def compute_modules(mapping: dict) -> set[str]:

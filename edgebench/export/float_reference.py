@@ -100,35 +100,52 @@ def to_layout(array: np.ndarray, like: np.ndarray) -> np.ndarray | None:
 def added_ratios(reference: dict, got: dict[str, np.ndarray], xs: list[np.ndarray]) -> dict[str, float | None]:
     """For each unit of `got` that the float model has: the noise power of the unit's output
     against the float unit run on the unit's own inputs as `got` has them, over its signal
-    power. None where a unit's inputs are not all exposed, or the shapes do not meet."""
+    power. Inputs that `got` does not expose (a concat in a forward, which has no unit of its
+    own in a `.tflite`) are computed in float from the nearest tensors it does. None where the
+    shapes do not meet or the unit cannot be cut out."""
     from edgebench.export.exposure import onnx_types
     from edgebench.export.layer_errors import align, noise_ratio
 
     model, inputs = reference["model"], reference["inputs"]
     units = {u["module"]: u for u in reference["spec"]["units"]}
-    boundary = {u["tensor"]: u["module"] for u in units.values()}
+    available = {u["tensor"]: m for m, u in units.items() if m in got}
+    producer = {t: n for n in model.graph.node for t in n.output}
+    weights = {i.name for i in model.graph.initializer}
     types = onnx_types(model)
+
+    def feeds_for(module: str) -> dict[str, np.ndarray] | None:
+        n = len(got[module])
+        feeds: dict[str, np.ndarray] = {}
+        todo, seen = list(units[module]["entering"]), set()
+        while todo:
+            tensor = todo.pop()
+            if tensor in seen or tensor in weights:
+                continue
+            seen.add(tensor)
+            if tensor in inputs:
+                feeds[tensor] = xs[inputs.index(tensor)][:n]
+            elif available.get(tensor, module) != module:
+                source = available[tensor]
+                laid = to_layout(got[source], reference["tensors"][source])
+                if laid is None:
+                    return None
+                feeds[tensor] = laid
+            else:  # not exposed: computed in float, from further up
+                node = producer.get(tensor)
+                if node is None or len(seen) > 500:
+                    return None
+                todo += [t for t in node.input if t]
+        return feeds or None
+
     out: dict[str, float | None] = {}
     for module, unit in units.items():
         if module not in got:
             continue
-        feeds: dict[str, np.ndarray] = {}
-        for tensor in unit["entering"]:
-            if tensor in inputs:
-                feeds[tensor] = xs[inputs.index(tensor)][: len(got[module])]
-            elif boundary.get(tensor) in got:
-                source = boundary[tensor]
-                laid = to_layout(got[source], reference["tensors"][source])
-                if laid is not None:
-                    feeds[tensor] = laid
-        if len(feeds) != len(unit["entering"]) or not feeds:
-            out[module] = None
-            continue
+        feeds = feeds_for(module)
         try:
-            (local,) = _run(cut(model, list(feeds), unit["tensor"], types), feeds)
+            (local,) = _run(cut(model, list(feeds), unit["tensor"], types), feeds) if feeds else (None,)
         except Exception:  # noqa: BLE001 - a unit that does not cut out cleanly: unknown, not an error
-            out[module] = None
-            continue
-        mine = align(got[module], local)  # the float output, laid out as the variant's
+            local = None
+        mine = None if local is None else align(got[module], local)  # the float output, laid out as the variant's
         out[module] = None if mine is None else noise_ratio(got[module], mine)
     return out

@@ -102,16 +102,17 @@ def exposed_tensors(target, options, run_dir: Path, variant: str, runtime: str) 
             "n": int(result.get("n_eval") or len(outputs[0]))}
 
 
-def explain_on(target, options, run_dir: Path, record: dict, reference: dict) -> dict:
+def explain_on(target, options, run_dir: Path, record: dict, reference: dict, got: dict | None = None) -> dict:
     """The explanation document of one measured record against `reference` (what
     `exposed_tensors` gave for the baseline on the same target and runtime); also written to
-    `explanation_path(...)`. A failure is a document with status "error", never raised."""
+    `explanation_path(...)`. `got`: the record's own `exposed_tensors`, when already run. A
+    failure is a document with status "error", never raised."""
     variant, name, rt = record["variant"], record["target"], record["runtime"]
     doc = {"variant": variant, "target": name, "runtime": rt, "reference": "baseline",
            "precision": record.get("compute_precision") or record.get("precision"),
            "metric": (record.get("metric") or {}).get("value", record.get("accuracy")),
            "emulated": bool(record.get("emulated"))}
-    got = exposed_tensors(target, options, run_dir, variant, rt)
+    got = got or exposed_tensors(target, options, run_dir, variant, rt)
     if got["status"] == "unexposed":
         units = list(dict.fromkeys(module_units(got["mapping"]).values()))
         doc.update(status="ok", exposed=False, note=got["why"],
