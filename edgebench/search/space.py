@@ -17,6 +17,8 @@ small CNNs; a `[search.space]` table narrows or widens it:
     ratio = [0.3, 0.8]
     [search.space.quantize]
     schemes = ["none", "fp16", "int8_static", "int8_dynamic"]
+    keep_float = [0, 2]                       # int8_static: keep the K modules that add the most
+                                              # error in float (keep_float = "auto:K"), K in 0..2
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ DEFAULT_SPACE: dict = {
     "prune": {"kinds": ["none", "structured", "unstructured"], "ratio": [0.2, 0.8], "ratio_step": None,
               "finetune_epochs": [1, 4], "lr_scale": [0.2, 1.0], "skip_sensitive": [False, 0.05]},
     "lowrank": {"use": [False, True], "ratio": [0.3, 0.8], "finetune_epochs": [1, 4]},
-    "quantize": {"schemes": ["none", "fp16", "int8_static", "int8_dynamic"]},
+    "quantize": {"schemes": ["none", "fp16", "int8_static", "int8_dynamic"], "keep_float": [0, 0]},
 }
 CHOICES = {("prune", "kinds"): {"none", "structured", "unstructured"},
            ("quantize", "schemes"): {"none", "fp16", "int8_static", "int8_dynamic"},
            ("lowrank", "use"): {False, True}}
 RANGES = {("prune", "ratio"): (0.0, 0.95), ("prune", "finetune_epochs"): (0, 50), ("prune", "lr_scale"): (1e-3, 10.0),
-          ("lowrank", "ratio"): (0.05, 1.0), ("lowrank", "finetune_epochs"): (0, 50)}
+          ("lowrank", "ratio"): (0.05, 1.0), ("lowrank", "finetune_epochs"): (0, 50), ("quantize", "keep_float"): (0, 8)}
 
 
 def make_space(table: dict | None) -> dict:
@@ -65,6 +67,8 @@ def make_space(table: dict | None) -> dict:
                 if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, (int, float)) for v in value)
                         or not lo <= value[0] <= value[1] <= hi):
                     raise ConfigError(f"{where}: {key} must be [low, high] within [{lo:g}, {hi:g}], got {value!r}")
+                if key == "keep_float" and not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                    raise ConfigError(f"{where}: keep_float must be [low, high] module counts (integers), got {value!r}")
             space[part][key] = value
     return space
 
@@ -88,9 +92,13 @@ def suggest(trial, space: dict, train_lr: float) -> list[dict]:
     if trial.suggest_categorical("lowrank", low["use"]):
         steps.append({"method": "lowrank", "ratio": round(trial.suggest_float("lowrank_ratio", *low["ratio"]), 3),
                       "finetune_epochs": trial.suggest_int("lowrank_epochs", *low["finetune_epochs"])})
-    scheme = trial.suggest_categorical("quantize", space["quantize"]["schemes"])
+    q = space["quantize"]
+    scheme = trial.suggest_categorical("quantize", q["schemes"])
     if scheme != "none":
         steps.append({"method": "quantize", "scheme": scheme})
+        keep = trial.suggest_int("keep_float", *q["keep_float"]) if scheme == "int8_static" and q["keep_float"][1] else 0
+        if keep:
+            steps[-1]["keep_float"] = f"auto:{keep}"
     return steps
 
 
@@ -108,5 +116,7 @@ def grid(space: dict) -> dict[str, list]:
     out = {"prune": list(p["kinds"]), "prune_epochs": list(range(p["finetune_epochs"][0], p["finetune_epochs"][1] + 1)),
            "prune_ratio": [round(p["ratio"][0] + i * p["ratio_step"], 6) for i in range(n + 1)] if n or p.get("ratio_step") else [],
            "prune_lr_scale": [p["lr_scale"][0]], "prune_skip_sensitive": list(p["skip_sensitive"]), "lowrank": [False],
-           "quantize": list(space["quantize"]["schemes"])}
+           "quantize": list(space["quantize"]["schemes"]),
+           "keep_float": list(range(int(space["quantize"]["keep_float"][0]), int(space["quantize"]["keep_float"][1]) + 1))
+           if space["quantize"]["keep_float"][1] else []}
     return {k: v for k, v in out.items() if v}
