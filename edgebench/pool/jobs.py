@@ -35,8 +35,10 @@ def _staged(item: tuple[str, str, bytes]) -> Path:
     return path
 
 
-def measure_round(artifact: tuple, eval_set: tuple, runtime: str, options, extra_args: list[str] | None = None) -> dict:
-    """One runner round on this worker's device. Never raises for a device problem: an
+def measure_round(artifact: tuple, eval_set: tuple, runtime: str, options, extra_args: list[str] | None = None,
+                  beside: tuple | None = None) -> dict:
+    """One runner round on this worker's device (timed beside `beside`, the baseline's artifact
+    blob, with `extra_args` ["--paired"]). Never raises for a device problem: an
     unreachable device answers {"status": "error", "unreachable": ...} so the client can take
     the board out of the pool; any other failure is an error result (a record, the sweep goes on)."""
     from distributed import get_worker
@@ -56,7 +58,9 @@ def measure_round(artifact: tuple, eval_set: tuple, runtime: str, options, extra
             from edgebench.targets import open_target
 
             target = _TARGETS[board["name"]] = open_target(board["profile"])
-        result = target.measure(_staged(artifact), _staged(eval_set), runtime, options, extra_args=list(extra_args or ()))
+        data = _staged(eval_set)
+        result = target.measure(_staged(artifact), data, runtime, options, extra_args=list(extra_args or ()),
+                                compare=(_staged(beside), data) if beside else None)
     except TargetError as exc:
         result = {"status": "error", "error": f"{board['name']}: {exc}", "unreachable": str(exc)}
     except Exception as exc:  # noqa: BLE001 - a failure is a record; the sweep goes on

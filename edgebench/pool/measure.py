@@ -58,9 +58,15 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
     plan = [(t, rt) for t in targets for rt in exp.run.runtimes if rt in t.profile.runtimes]
     futures, meta, results = {}, {}, defaultdict(list)
     expected, blobs, missing = {}, {}, []
+    reference_p50s: dict[tuple, list] = {}  # (target, runtime) -> the baseline's per-round p50s
     for t, rt in plan:
         options = base.for_target(t.profile)
         todo = [v for v in variants if (v.name, t.name, rt) not in records.done]
+        # Each variant timed beside the baseline in the same runner process; a fixed number of
+        # rounds here (rounds are not added for precision on the pool: its jobs are submitted at once).
+        beside = by_name["baseline"].artifact(format_of(rt))[0] if options.paired and "baseline" in by_name else None
+        if beside is not None and beside not in blobs:
+            blobs[beside] = pool.client.scatter(blob(beside))
         for index in range(options.rounds):
             for v in todo:
                 artifact, why = v.artifact(format_of(rt))
@@ -75,6 +81,8 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
                 if artifact not in blobs:
                     blobs[artifact] = pool.client.scatter(blob(artifact))
                 job = (blobs[artifact], eval_blob, rt, options.round(index))
+                if beside is not None and v.name != "baseline":
+                    job += (["--paired"], blobs[beside])
                 fut = submit(job, key, t, index)
                 futures[fut.key], meta[fut.key] = fut, (key, t, options, index, job)
     profiles = {t.name: t for t in targets}
@@ -89,7 +97,10 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
             held.append((key, options))
             return
         rounds = [r for _, r in sorted(results.pop(key), key=lambda ir: ir[0])]  # round 0 evaluated
-        record = make_measured_record(by_name[name], profiles[tname].profile, rt, merge_rounds(rounds), options,
+        merged = merge_rounds(rounds)
+        merged["stopped_by"], merged["latency_reference"] = "rounds", name == "baseline"
+        merged["reference_p50s"] = reference_p50s.get((tname, rt))  # where rounds were not paired
+        record = make_measured_record(by_name[name], profiles[tname].profile, rt, merged, options,
                                       run_dir, run_id, labels)
         retried = [r["retried_after"] for r in rounds if r.get("retried_after")]
         if retried:  # rounds first sent to a board that stopped answering, measured on another
@@ -110,6 +121,7 @@ def measure_with_pool(pool, exp, targets, variants, run_dir: Path, run_id: str, 
         count += 1
         log(f"[{count}/{total}] {tname} {rt} {name} on {record.get('board') or '?'}: {summarize(record)}")
         if name == "baseline":
+            reference_p50s[key[1:]] = [r.get("p50") for r in record.get("latency_rounds") or []]
             pending_baseline.discard(key[1:])
             for args in [h for h in held if h[0][1:] == key[1:]]:
                 held.remove(args)

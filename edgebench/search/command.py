@@ -220,6 +220,8 @@ def _optuna() -> None:
 
 
 def render(out: dict) -> str:
+    from edgebench.analyze.intervals import ratio_text
+
     lines = [f"{out['trials']} trials, {out['device_trials']} measured on the device "
              f"({out['device_seconds']:.1f} s of device time), {out['pruned_before_export']} pruned before export",
              f"budgets: {', '.join(f'{k} {v:g}' for k, v in out['budgets'].items())}; minimize {', '.join(out['minimize'])}"]
@@ -233,10 +235,16 @@ def render(out: dict) -> str:
               f"  p50 {m['p50_ms']:.4g} ms, p90 {m['p90_ms']:.4g} ms, {m['size_bytes'] / 1024:.1f} KB, "
               f"{quality_text(m)} (drop {m['accuracy_drop_pt']:+.3g}{' pt' if m.get('accuracy') is not None else ''})",
               "  margins: " + ", ".join(f"{k} {v:+.4g}" for k, v in best["margins"].items())]
+    ratios = out.get("confirmed_ratio") or {}
     if best["variant"] in confirmed and "baseline" in confirmed:
+        times = (f"× {ratio_text(ratios[best['variant']])}" if best["variant"] in ratios
+                 else f"{confirmed[best['variant']] / confirmed['baseline']:.2f}x")
         lines.append(f"  measured again with the other top candidates{' on ' + out['confirmed_on'] if out.get('confirmed_on') else ''}: p50 {confirmed[best['variant']]:.4g} ms against "
-                     f"the baseline's {confirmed['baseline']:.4g} ms ({confirmed[best['variant']] / confirmed['baseline']:.2f}x); "
+                     f"the baseline's {confirmed['baseline']:.4g} ms ({times}); "
                      + ", ".join(f"{n} {v:.4g}" for n, v in confirmed.items() if n not in (best["variant"], "baseline")))
+    if out.get("confirmed_ties"):
+        lines.append(f"  tied with it within the 95 % intervals: {', '.join(out['confirmed_ties'])} "
+                     "(no faster, no slower, as far as the rounds can tell)")
     key = {"latency": "p50_ms", "size": "size_bytes", "energy": "energy_mj"}[out["minimize"][0]]
     base, mine = out["baseline"].get(key), m.get(key)
     if best["variant"] in confirmed and "baseline" in confirmed:  # side by side beats two separate runs

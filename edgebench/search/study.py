@@ -64,6 +64,7 @@ class Search:
         self.in_flight: dict[str, threading.Event] = {}  # chain -> set once its trial is done
         self.shared = None  # (experiment, baseline state, data) scattered to the build workers once
         self.confirmed_on: str | None = None
+        self.confirmed_ratios: dict[str, dict] = {}  # variant -> latency_ratio of the confirmation rounds
         self.records = RecordLog(run_dir)
         self.options = run_options(exp).for_target(profile)
         self.space = make_space(settings.space)
@@ -195,11 +196,18 @@ class Search:
                 return {}
             self.confirmed_on = boards[0]
             target = target.on_board(boards[0])
-        out, boards = {}, set()
-        for v, result in self.rounds(variants, target):
+        from edgebench.measure.latency import latency_ratio
+
+        out, boards, rounds = {}, set(), {}
+        for v, result in self.rounds(variants, target):  # in-process: each timed beside the baseline
             boards |= {b.strip() for b in str(result.get("board") or "").split(",") if b.strip()}
             if result.get("status") == "ok":
                 out[v.name] = float(np.median(result["latency_samples_ms"]))
+                rounds[v.name] = (result.get("latency_rounds") or [], result.get("stopped_by"))
+        base = [r.get("p50") for r in rounds.get("baseline", ([], None))[0]]
+        self.confirmed_ratios = {  # the statistics of the run's table: ratio to the baseline, 95 % interval
+            name: ratio for name, (r, why) in rounds.items()
+            if (ratio := latency_ratio(r, why, self.options.precision, name == "baseline", base)) is not None}
         self.confirmed_on = ", ".join(sorted(boards)) or self.confirmed_on  # where the rounds really ran
         self.log(f"confirming the fastest within budgets on {self.confirmed_on}, measured again together: "
                  + ", ".join(f"{n} {p:.4g} ms" for n, p in out.items()))
@@ -290,6 +298,15 @@ def _chain(steps: list[dict]) -> str:
     return " -> ".join(parts)
 
 
+def _ties(ratios: dict[str, dict], best: str) -> list[str]:
+    """The confirmed variants whose ratio interval overlaps the best one's: as fast, as far as
+    the rounds can tell (the baseline included)."""
+    ci = ratios[best].get("ci95")
+    if not ci:
+        return []
+    return [n for n, r in ratios.items() if n != best and r.get("ci95") and r["ci95"][0] <= ci[1] and r["ci95"][1] >= ci[0]]
+
+
 def summary(study, search: Search, run_dir: Path) -> dict:
     """{run_dir, best, pareto, trials, device_trials, device_seconds}, best kept, not first."""
     import optuna
@@ -301,14 +318,21 @@ def summary(study, search: Search, run_dir: Path) -> dict:
     pareto = _pareto(feasible)
     best = best_trial(done)
     confirmed = search.confirm(feasible) if search.settings.minimize == ("latency",) else {}
+    ratios, ties = search.confirmed_ratios, []
     if confirmed:  # the winner by the confirming re-measurement, not by one trial's luck
-        best = min((t for t in feasible if t.user_attrs.get("variant") in confirmed),
-                   key=lambda t: confirmed[t.user_attrs["variant"]])
+        candidates = [t for t in feasible if t.user_attrs.get("variant") in confirmed]
+        by_ratio = all(t.user_attrs["variant"] in ratios for t in candidates)  # beside the baseline: steadier
+        best = min(candidates, key=lambda t: (ratios[t.user_attrs["variant"]]["value"] if by_ratio
+                                              else confirmed[t.user_attrs["variant"]]))
+        ties = _ties(ratios, best.user_attrs["variant"]) if by_ratio else []
     measured = [t for t in study.get_trials(deepcopy=False) if "device_s" in t.user_attrs]
     out = {
         "run_dir": str(run_dir),
         "best": _describe(best, by_variant, search.settings) if best else None,
         "confirmed_p50_ms": confirmed,
+        "confirmed_ratio": {n: {k: r.get(k) for k in ("value", "ci95", "significant", "rounds", "paired")}
+                            for n, r in ratios.items()} if confirmed else {},
+        "confirmed_ties": ties,
         "confirmed_on": search.confirmed_on if confirmed else None,
         "pareto": [_describe(t, by_variant, search.settings) for t in pareto],
         "trials": len(study.get_trials(deepcopy=False)),

@@ -116,6 +116,10 @@ def test_a_class_target_spreads_rounds_over_its_boards_and_profiles_there(both_b
     boards = {rnd["board"] for r in records for rnd in r["latency_rounds"]}
     assert boards == {"pi-a", "pi-b"}  # 6 rounds sent at once, two free boards: both took some
     _no_overlap(records)
+    for r in records:  # each variant timed beside the baseline in its rounds, on whichever board took them
+        ratio = r["latency_ratio"]
+        assert ratio["reference"] if r["variant"] == "baseline" else (ratio["paired"] and ratio["rounds"] == 2
+                                                                      and all(x["ratio"] > 0 for x in r["latency_rounds"]))
     report = (run_dir / "report.md").read_text()
     assert "### Boards (device pool)" in report and "slowest / fastest" in report
     # [run] profile through the pool: each record links a profile measured on a board of the class

@@ -107,7 +107,11 @@ def test_a_search_measures_trials_as_records_and_resumes_after_a_kill(tmp_path):
     confirmed = out["confirmed_p50_ms"]
     if confirmed:  # the top three within budget measured again with the baseline; the best is theirs
         assert "baseline" in confirmed and best["variant"] in confirmed
-        assert confirmed[best["variant"]] == min(v for k, v in confirmed.items() if k != "baseline")
+        # chosen on its ratio to the baseline timed beside it (the run's statistics), with its interval
+        ratios = out["confirmed_ratio"]
+        assert set(ratios) == set(confirmed) and ratios["baseline"]["value"] == 1.0
+        assert ratios[best["variant"]]["value"] == min(r["value"] for k, r in ratios.items() if k != "baseline")
+        assert all(len(r["ci95"]) == 2 for k, r in ratios.items() if k != "baseline")
         assert best["metrics"]["p50_ms"] in within[:3] or best["variant"] == "baseline"
     else:  # fewer than two candidates: the fastest measured within the budget
         assert best["metrics"]["p50_ms"] in {*within[:1], base["latency_ms"]["p50"]}
