@@ -14,10 +14,11 @@ the module's name in every format, so a variant's units meet the baseline's by n
      'inputs': ['(input)'], 'compute': True, 'entering': ['input_DequantizeLinear_Output']}
     >>> spec = expose_tflite(Path("model.tflite"), Path("exposed.tflite"), mapping, ["logits"])
 
-Measured here on the demo CNN: the extra outputs change nothing that runs — onnxruntime keeps
-its QLinearConv/QGemm kernels (it gives a consumed DQ its own copy), OpenVINO its u8
-convolutions, LiteRT its XNNPACK delegate — and the final outputs are bit-identical with and
-without them. ONNX graphs get graph outputs; a `.tflite` gets subgraph outputs (flatbuffer
+Measured here: the extra outputs change nothing that runs on onnxruntime (it keeps its
+QLinearConv/QGemm kernels, giving a consumed DQ its own copy) or LiteRT (XNNPACK keeps the
+graph): final outputs bit-identical with and without them. OpenVINO keeps its u8 convolutions
+(bit-identical on the demo CNN) but an extra output can stop one of its fusions (a net with
+SiLU, Hardswish and a residual sum: final outputs 45 dB apart, the same answers). ONNX graphs get graph outputs; a `.tflite` gets subgraph outputs (flatbuffer
 rewritten with LiteRT's own schema), so both run through the ordinary runner on any target.
 """
 
@@ -31,6 +32,10 @@ from edgebench.export.module_map import QUANT_OPS, source_node
 
 INPUT = "(input)"
 _DYNAMIC = frozenset({"DynamicQuantizeLinear"})
+_REMOVABLE = frozenset({"Relu", "Clip"})
+# LiteRT ops in a forward's own code (no module in their names) that runtimes fuse into the Conv
+# before them, as the module map anchors them in ONNX: a residual sum, an activation after it.
+_TFLITE_FUSED = frozenset({"ADD", "RELU", "RELU6", "RELU_N1_TO_1"})
 _UNTUPLE = re.compile(r"[()'\s]")
 _TFLITE_COMPUTE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV",
                              "CONV_3D"})
@@ -81,6 +86,16 @@ def onnx_units(model, mapping: dict) -> list[dict]:
             consumers[t].append(i)
     inputs = {i.name for i in graph.input}
     outputs = [o.name for o in graph.output]
+    for i, node in enumerate(nodes):
+        # A ReLU/Clip after a Conv's residual sum (module map anchors stop at the Add) is fused
+        # by runtimes and removed by ORT's QDQ quantizer: it belongs to the Conv's unit too, so
+        # that unit ends at the same tensor in the float graph and the int8 one.
+        if node.op_type in _REMOVABLE and unit[i] not in compute and node.input:
+            p = producer.get(node.input[0])
+            while p is not None and unit[p] is None and nodes[p].op_type in QUANT_OPS and nodes[p].input:
+                p = producer.get(nodes[p].input[0])
+            if p is not None and unit[p] in compute:
+                unit[i] = unit[p]
     memo: dict[str, frozenset] = {}
 
     def origins(tensor: str) -> frozenset:
@@ -262,6 +277,10 @@ def tflite_units(model, schema, mapping: dict, output_names: list[str]) -> list[
         ops.append((kind, [int(t) for t in op.inputs if t >= 0], outs))
         unit.append(chosen)
     producer = {t: i for i, (_, _, outs) in enumerate(ops) for t in outs}
+    for i, (kind, ins, _) in enumerate(ops):  # a sum or activation in a forward: its Conv's unit
+        if unit[i] is None and kind in _TFLITE_FUSED:
+            made = [producer.get(t) for t in ins]
+            unit[i] = next((unit[p] for p in made if p is not None and unit[p] in compute), None)
     consumers: dict[int, list[int]] = defaultdict(list)
     for i, (_, ins, _) in enumerate(ops):
         for t in ins:
