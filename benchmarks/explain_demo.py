@@ -72,7 +72,7 @@ def main() -> int:
             continue
         ranked = sorted((r for r in doc["rows"] if r.get("added_db") is not None), key=lambda r: r["added_db"])
         first, second = ranked[0], ranked[1]
-        print(f"  {runtime}: int8-hostile's culprit {first['module']} (adds {first["added_db"]:.1f} dB; "
+        print(f"  {runtime}: int8-hostile's culprit {first['module']} (adds {first['added_db']:.1f} dB; "
               f"next {second['module'] or '(top level)'} {second['added_db']:.1f} dB)")
 
     print("\nvariant             runtime      accuracy [95% CI]     recovered  size KB  p50 x baseline [95% CI]")

@@ -81,16 +81,17 @@ def table(doc: dict, top: int) -> str:
     def num(value, digits=1):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    rows = [[r["module"] or "(top level)", num(r.get("sqnr_db")), num(r.get("added_db")), num(r.get("cosine"), 4),
+    rows = [[r["module"] or "(top level)", num(r.get("sqnr_db")), num(r.get("float_sqnr_db")), num(r.get("added_db")),
+             num(r.get("cosine"), 4),
              "-" if r.get("max_abs") is None else f"{r['max_abs']:.3g}",
              f"#{culprits[r['module']]}" if r["module"] in culprits else "",
              "identical" if r.get("identical") else r.get("note", "")[:60]] for r in doc["rows"][:top]]
     if len(doc["rows"]) > top:
-        rows.append([f"({len(doc['rows']) - top} more)", "", "", "", "", "", ""])
+        rows.append([f"({len(doc['rows']) - top} more)", "", "", "", "", "", "", ""])
     worst = ", ".join(f"{m or '(top level)'}" for m in doc.get("worst") or []) or "none adds measurable error"
-    return (f"{head}\n  added dB: the SQNR of the error a module adds on its own (lower: more to blame); "
-            f"worst: {worst}\n"
-            + format_table(rows, ["module", "SQNR dB", "added dB", "cosine", "max abs", "worst", "note"]))
+    return (f"{head}\n  SQNR against the baseline there, and against the variant's float model (fp32, here); added "
+            f"dB: the SQNR of the error a module adds on its own (lower: more to blame); worst: {worst}\n"
+            + format_table(rows, ["module", "SQNR dB", "vs float", "added dB", "cosine", "max abs", "worst", "note"]))
 
 
 def _explain_place(target, options, run_dir: Path, runtime: str, records: list[dict], args) -> list[dict]:

@@ -1,40 +1,43 @@
 """The chart and the report's section of `edgebench explain`: where the accuracy goes.
 
-One panel per variant (those whose outputs are furthest from the baseline's, at most
-MAX_PANELS), per-module SQNR against the fp32 baseline along the network, one line per target
-and runtime, and each line's worst module (the lowest added dB) marked and named.
+One panel per variant (those where one module adds the most error, at most MAX_PANELS): each
+module's SQNR against the variant's own float model (fp32, on the host) along the network, one
+line per target and runtime, each line's worst module (the lowest added dB) marked and named.
+Against its own float model, not the baseline, so that a module the variant added (or changed)
+has a point too, and a pruned or distilled variant (its float model differs from the baseline's
+on purpose) shows only what its runtime's arithmetic does.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 MAX_PANELS = 6
-CAP_DB = 100.0  # identical tensors (infinite SQNR) are drawn here
 
 
 def _ok(docs: list[dict]) -> list[dict]:
     return [d for d in docs if d.get("status") == "ok" and d.get("exposed")]
 
 
+def _points(doc: dict) -> dict[str, float]:
+    return {r["module"]: r["float_sqnr_db"] for r in doc["rows"] if r.get("float_sqnr_db") is not None}
+
+
 def _output_sqnr(doc: dict) -> float | None:
-    """The SQNR of the last module with a comparable tensor (the model's output, usually)."""
-    values = [r["sqnr_db"] if r.get("sqnr_db") is not None else CAP_DB
-              for r in doc["rows"] if r.get("exposed") and (r.get("sqnr_db") is not None or r.get("identical"))]
+    """The SQNR against the baseline of the last module that has one (the model's output, usually)."""
+    values = [r["sqnr_db"] for r in doc["rows"] if r.get("sqnr_db") is not None and "float model" not in r.get("note", "")]
     return values[-1] if values else None
 
 
 def _chosen(docs: list[dict]) -> list[str]:
-    """Variants with per-layer numbers to show (at least three comparable modules), the furthest
-    from the baseline first."""
-    by_variant: dict[str, list[dict]] = defaultdict(list)
+    """Variants with a per-layer line to draw (three modules or more), the one whose worst
+    module adds the most error first."""
+    worst: dict[str, float] = {}
     for doc in _ok(docs):
-        comparable = [r for r in doc["rows"] if r.get("sqnr_db") is not None]
-        if len(comparable) >= 3:
-            by_variant[doc["variant"]].append(doc)
-    score = {v: min(_output_sqnr(d) or CAP_DB for d in ds) for v, ds in by_variant.items()}
-    return sorted(score, key=lambda v: score[v])[:MAX_PANELS]
+        added = [r["added_db"] for r in doc["rows"] if r.get("added_db") is not None]
+        if len(_points(doc)) >= 3 and added:
+            worst[doc["variant"]] = min(worst.get(doc["variant"], float("inf")), min(added))
+    return sorted(worst, key=lambda v: worst[v])[:MAX_PANELS]
 
 
 def draw_explanations(docs: list[dict], path: Path, run_id: str = "") -> Path | None:
@@ -54,9 +57,10 @@ def draw_explanations(docs: list[dict], path: Path, run_id: str = "") -> Path | 
         for doc in lines:
             order += [r["module"] for r in doc["rows"] if r.get("exposed") and r["module"] not in order]
         for doc in sorted(lines, key=lambda d: (d["target"], d["runtime"])):
-            points = {r["module"]: (CAP_DB if r.get("identical") else r["sqnr_db"]) for r in doc["rows"]
-                      if r.get("exposed") and (r.get("sqnr_db") is not None or r.get("identical"))}
+            points = _points(doc)
             xs = [i for i, m in enumerate(order) if m in points]
+            if not xs:
+                continue
             (line,) = ax.plot(xs, [points[order[i]] for i in xs], marker="o", markersize=3,
                               label=f"{doc['target']}/{doc['runtime']}")
             culprit = (doc.get("worst") or [None])[0]
@@ -66,12 +70,12 @@ def draw_explanations(docs: list[dict], path: Path, run_id: str = "") -> Path | 
                 ax.annotate(culprit or "(top level)", (x, y), textcoords="offset points", xytext=(4, -14),
                             fontsize=8, color=line.get_color())
         ax.set_xticks(range(len(order)), [m or "(top level)" for m in order], rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("SQNR vs fp32 (dB)")
+        ax.set_ylabel("SQNR vs its float model (dB)")
         ax.set_title(f"{variant}: ▼ the module that adds the most error", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("Where the accuracy goes" + (f" — run {run_id}" if run_id else ""), fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     fig.savefig(path.with_suffix(".svg"))

@@ -33,13 +33,14 @@ from edgebench.export.module_map import QUANT_OPS, source_node
 INPUT = "(input)"
 _DYNAMIC = frozenset({"DynamicQuantizeLinear"})
 _REMOVABLE = frozenset({"Relu", "Clip"})
-# LiteRT ops in a forward's own code (no module in their names) that runtimes fuse into the Conv
-# before them, as the module map anchors them in ONNX: a residual sum, an activation after it.
+# LiteRT ops that join the unit of the Conv before them, as the module map anchors them in ONNX:
+# a residual sum (often with its activation fused in) or an activation after it.
 _TFLITE_FUSED = frozenset({"ADD", "RELU", "RELU6", "RELU_N1_TO_1"})
 _UNTUPLE = re.compile(r"[()'\s]")
 _TFLITE_COMPUTE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV",
                              "CONV_3D"})
 _TFLITE_CARRIERS = frozenset({"QUANTIZE", "DEQUANTIZE"})
+_TFLITE_LAYOUT = frozenset({"TRANSPOSE", "RESHAPE", "PAD", "PADV2", "SQUEEZE", "EXPAND_DIMS"})
 
 
 def module_units(mapping: dict) -> dict[str, str]:
@@ -267,20 +268,24 @@ def tflite_units(model, schema, mapping: dict, output_names: list[str]) -> list[
         kind = codes.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
         outs = [int(t) for t in op.outputs]
         modules = [] if kind in _TFLITE_CARRIERS else name_modules(sg.tensors[outs[0]].name.decode(), known)
-        candidates = [units_of[m] for m in modules if m in units_of]
+        # An op's name lists the locations fused into it, its own last (a conv's: "ReLU;;BN;;Conv"; a
+        # residual sum's: "act;;<an input's ReLU>;;Block"), neighbours' sometimes in between.
+        candidates = [units_of[m] for m in [*modules[-1:], *modules[:-1]] if m in units_of]
         if kind in _TFLITE_COMPUTE:  # a Conv's own module wins over a neighbour fused into its name
             candidates = [m for m in modules if m in compute] + candidates
         chosen = candidates[0] if candidates else None
+        if kind in _TFLITE_LAYOUT and chosen in compute:  # the converter's layout op beside a Conv, not the Conv
+            chosen = None
         if kind not in _TFLITE_CARRIERS and outs[0] in sub_outputs:
             k = sub_outputs.index(outs[0])
             chosen = out_units[k] if k < len(out_units) and out_units[k] else chosen
         ops.append((kind, [int(t) for t in op.inputs if t >= 0], outs))
         unit.append(chosen)
     producer = {t: i for i, (_, _, outs) in enumerate(ops) for t in outs}
-    for i, (kind, ins, _) in enumerate(ops):  # a sum or activation in a forward: its Conv's unit
-        if unit[i] is None and kind in _TFLITE_FUSED:
-            made = [producer.get(t) for t in ins]
-            unit[i] = next((unit[p] for p in made if p is not None and unit[p] in compute), None)
+    for i, (kind, ins, _) in enumerate(ops):  # a residual sum, an activation after it: the Conv's unit
+        if unit[i] not in compute and kind in _TFLITE_FUSED:
+            made = [producer.get(t) for t in ins]  # x + f(x): the last input is the Conv's own
+            unit[i] = next((unit[p] for p in reversed(made) if p is not None and unit[p] in compute), unit[i])
     consumers: dict[int, list[int]] = defaultdict(list)
     for i, (_, ins, _) in enumerate(ops):
         for t in ins:

@@ -160,7 +160,7 @@ def json_rows(doc: dict) -> list[dict]:
     key = {"variant": doc["variant"], "target": doc["target"], "runtime": doc["runtime"]}
     if doc.get("status") != "ok":
         return [{**key, "module": None, "status": "error", "error": doc.get("error")}]
-    fields = ("sqnr_db", "added_db", "cosine", "max_abs", "exposed")
+    fields = ("sqnr_db", "added_db", "cosine", "max_abs", "exposed", "float_sqnr_db")
     return [{**key, "module": r["module"], **{f: r.get(f) for f in fields}, "status": "ok",
              **({"note": r["note"]} if r.get("note") else {})} for r in doc["rows"]]
 
