@@ -33,39 +33,17 @@ NOTHING_ADDED = 1e-12
 
 def align(got: np.ndarray, ref: np.ndarray) -> np.ndarray | None:
     """`ref` laid out like `got`: as it is, channels-last (a `.tflite` keeps NHWC inside a graph
-    whose interface is NCHW), reshaped over singleton axes, or with its channels in the order
-    `got` has them; None when the shapes cannot be the same tensor."""
-    if ref.ndim in (3, 4) and got.ndim == ref.ndim and got.shape != ref.shape:
+    whose interface is NCHW), or reshaped over singleton axes; None when the shapes cannot be
+    the same tensor."""
+    if got.shape == ref.shape:
+        return ref
+    if ref.ndim in (3, 4) and got.ndim == ref.ndim:
         moved = np.moveaxis(ref, 1, -1)
         if moved.shape == got.shape:
-            ref = moved
-    if got.shape != ref.shape:
-        if got.size == ref.size and [d for d in got.shape if d != 1] == [d for d in ref.shape if d != 1]:
-            return ref.reshape(got.shape)
-        return None
-    return _channel_order(got, ref)
-
-
-def _channel_order(got: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """`ref` with its channels permuted to `got`'s where the two only line up that way: LiteRT
-    moves a channel shuffle's permutation across per-channel ops (measured: a ShuffleNet unit's
-    depthwise conv came out with its channels reordered, 0 dB against the float tensor as laid
-    out, > 40 dB once matched). Tensors that already line up are returned as they are."""
-    g, r = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-    norms = float(np.linalg.norm(g) * np.linalg.norm(r))
-    if got.ndim < 3 or norms == 0 or float(g @ r) / norms >= 0.5:
-        return ref
-    for axis in (-1, 1):
-        channels = got.shape[axis]
-        a = np.moveaxis(got, axis, 0).reshape(channels, -1)[:, :4096].astype(np.float64)
-        b = np.moveaxis(ref, axis, 0).reshape(channels, -1)[:, :4096].astype(np.float64)
-        a = (a - a.mean(1, keepdims=True)) / (a.std(1, keepdims=True) + 1e-12)
-        b = (b - b.mean(1, keepdims=True)) / (b.std(1, keepdims=True) + 1e-12)
-        corr = a @ b.T / a.shape[1]
-        order = corr.argmax(1)
-        if len(set(order.tolist())) == channels and float(corr[np.arange(channels), order].mean()) > 0.9:
-            return np.take(ref, order, axis=axis)
-    return ref
+            return moved
+    if got.size == ref.size and [d for d in got.shape if d != 1] == [d for d in ref.shape if d != 1]:
+        return ref.reshape(got.shape)
+    return None
 
 
 def noise_ratio(got: np.ndarray, ref: np.ndarray) -> float | None:
