@@ -28,7 +28,7 @@ def test_a_runtime_that_cannot_expose_tensors_answers_rows_that_say_so(tmp_path)
     assert doc["status"] == "ok" and doc["exposed"] is False and "XNNPACK" in doc["note"]
     rows = json_rows(doc)
     assert [r["module"] for r in rows] == ["features.0", "head"]  # the ReLU is in its Conv's unit
-    assert all(r["exposed"] is False and r["sqnr_db"] is None and "not exposed" in r["note"] for r in rows)
+    assert all(r["exposed"] is False and r["sqnr_db"] is None and "debug buffer" in r["note"] for r in rows)
     assert load_explanations(run) == [doc]
 
 
