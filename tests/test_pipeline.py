@@ -143,22 +143,35 @@ class Crash(nn.Module):
         super().__init__()
         self.fc = nn.Linear(4, num_classes)
     def forward(self, x):
-        return self.fc(x)   # wrong shape for 8x8 inputs: training fails at once
+        if self.training:   # takes the data (the probe runs it in eval mode); training fails at once
+            raise RuntimeError("boom")
+        return self.fc(x.flatten(1)[:, :4])
+
+class WrongShape(Crash):
+    def forward(self, x):
+        return self.fc(x)   # wrong shape for 8x8 inputs
 
 def build(num_classes, in_channels):
     return Crash(num_classes, in_channels)
+
+def wrong(num_classes, in_channels):
+    return WrongShape(num_classes, in_channels)
 '''
 
 
-def test_a_run_that_fails_before_measuring_leaves_no_folder_and_one_line(tmp_path):
+@pytest.mark.parametrize("factory, says", [
+    ("build", "baseline: crashing:build failed"),  # training crashes
+    ("wrong", "model 'crashing:wrong' cannot take the data's inputs of shape [1, 8, 8]"),  # caught by the probe
+])  # fmt: skip
+def test_a_run_that_fails_before_measuring_leaves_no_folder_and_one_line(tmp_path, factory, says):
     (tmp_path / "crashing.py").write_text(CRASHING)
-    exp_file = write_experiment(tmp_path, **{'factory = "demo_cnn"': 'factory = "crashing:build"',
+    exp_file = write_experiment(tmp_path, **{'factory = "demo_cnn"': f'factory = "crashing:{factory}"',
                                              "kwargs = { width = 0.25 }": ""})  # fmt: skip
     out = tmp_path / "r"
     proc = subprocess.run([sys.executable, "-m", "edgebench", "run", str(exp_file), "--out", str(out), "--quiet"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("edgebench: error: baseline: crashing:build failed")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"edgebench: error: {says}")
     assert "Traceback" not in proc.stderr
     assert not list(out.glob("*")), "a failed start left a run folder behind"
 

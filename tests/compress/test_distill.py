@@ -150,9 +150,18 @@ def test_registry_student_and_factory_without_width(data, teacher):
         count_params(student)[0]
         == count_params(create_model("demo_cnn", N_CLASSES, 1, width=0.25))[0]
     )
+    # A factory without `width`: the student is the teacher narrowed by structured pruning,
+    # its output shapes unchanged and fewer parameters; a named student can still refuse.
     ctx = context(data, teacher, ModelConfig(factory=f"{__name__}:no_width_net"))
-    with pytest.raises(StepError, match="no width"):
-        METHODS.get("distill")(kind="logits", width=0.5, epochs=1).apply(teacher, ctx)
+    student = METHODS.get("distill")(kind="logits", width=0.5, epochs=1).apply(teacher, ctx)
+    assert "pruned to width 0.5" in ctx.notes["student_from"]
+    assert count_params(student)[0] < count_params(teacher)[0]
+    x = torch.as_tensor(data.x_test[:2])
+    assert student.eval()(x).shape == teacher.eval()(x).shape
+    with pytest.raises(StepError, match="no width argument"):
+        METHODS.get("distill")(
+            kind="logits", student=f"{__name__}:no_width_net", width=0.5, epochs=1
+        ).apply(teacher, ctx)
 
 
 def test_student_and_its_nokd_twin_start_equal(data, teacher):

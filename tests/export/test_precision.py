@@ -238,7 +238,7 @@ def tflite_logits(path: Path, x: np.ndarray) -> np.ndarray:
     from edgebench.device.rt_tflite import Model as TfliteModel
     from edgebench.device.runner import predict_all
 
-    return predict_all(TfliteModel(str(path), threads=1), x)
+    return predict_all(TfliteModel(str(path), threads=1), [x])[0]
 
 
 @pytest.mark.tflite
