@@ -50,11 +50,12 @@ class Block(nn.Module):
 
 
 class TinyViT(nn.Module):
-    def __init__(self, num_classes: int = 4, dim: int = 32, heads: int = 4, depth: int = 2):
+    def __init__(self, num_classes: int = 4, in_channels: int = 3, dim: int = 32, heads: int = 4, depth: int = 2,
+                 patch: int = 4, tokens: int = 16):  # fmt: skip
         super().__init__()
-        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.patch = nn.Conv2d(in_channels, dim, patch, stride=patch)  # 16x16 images: 16 patches
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
         self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
