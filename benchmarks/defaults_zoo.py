@@ -202,6 +202,8 @@ def run_unit(name: str, seed: int, methods: tuple, overrides: dict, cache: str |
     from zoo import data as zoo_data
     from zoo import references
 
+    from edgebench.errors import StepError
+
     torch.set_num_threads(1)
     net = ZOO[name]
     data, cfg = zoo_data.load(net.data), net.train_config()
@@ -215,7 +217,11 @@ def run_unit(name: str, seed: int, methods: tuple, overrides: dict, cache: str |
     for method in methods:
         for kind in BASELINES if method in ON_BOTH else ("edgebench",):
             base = bases[kind]
-            eb, twin, step = edgebench_step(method, base, data, cfg, seed, overrides)
+            try:
+                eb, twin, step = edgebench_step(method, base, data, cfg, seed, overrides)
+            except StepError as exc:  # the method does not apply to this net: a row that says why
+                rows.append({"net": name, "seed": seed, "method": method, "baseline": kind, "skipped": str(exc)})
+                continue
             ref = reference_step(method, step, base, data, net.train_config(), seed, eb)
             row = {"net": name, "seed": seed, "method": method, "baseline": kind, "n": len(data.y_test),
                    "base": correct(base, data), "eb": correct(eb, data), "ref": correct(ref, data)}  # fmt: skip
@@ -252,10 +258,18 @@ def paired_interval(pairs: list[tuple]) -> tuple[float, float]:
 
 
 def group(rows: list[dict]) -> dict:
+    """Rows by (net, method, baseline); methods that did not apply are left out (see skipped())."""
     out: dict = {}
     for r in rows:
-        out.setdefault((r["net"], r["method"], r["baseline"]), []).append(r)
+        if "skipped" not in r:
+            out.setdefault((r["net"], r["method"], r["baseline"]), []).append(r)
     return out
+
+
+def skipped(rows: list[dict]) -> list[str]:
+    """One line per (net, method) that did not apply, with edgebench's reason (first 160 characters)."""
+    seen = {(r["net"], r["method"]): r["skipped"] for r in rows if "skipped" in r}
+    return [f"  {net} {method}: not applicable: {why[:160]}" for (net, method), why in seen.items()]
 
 
 def compare_table(rows: list[dict]) -> str:
@@ -305,6 +319,7 @@ def summary(rows: list[dict]) -> str:
     prune = [(k, statistics.median(_pt(r["ref"], r["eb"]) for r in rs)) for k, rs in groups.items() if k[1] in ON_BOTH]
     within = [k for k, g in prune if g <= 1.0]
     lines = [f"prune within 1 pt of the reference (median gap <= +1.0): {len(within)} of {len(prune)}"]
+    lines += skipped(rows)
     lines += [f"  not: {' '.join(k)} ({g:+.1f})" for k, g in prune if g > 1.0]
     kd = [paired_interval([(r["eb"], r["twin"]) for r in rs]) for k, rs in groups.items() if k[1] == "kd"]
     if kd:

@@ -50,7 +50,11 @@ def test_every_record_has_every_field(tiny_run):
         for key in ("size_bytes", "size_gzip_bytes", "params", "nonzero_params", "macs", "peak_rss_mb", "cpu_time_s", "accuracy"):
             assert r[key] > 0, key
         assert r["latency_ms"]["n"] == len(r["latency_samples_ms"]) >= 20
-        assert r["rounds"] == 3 and r["measure_s"] > 0  # three interleaved runner processes
+        # Three interleaved runner processes at least; more only where a ratio to the baseline was
+        # not yet within +-precision (a busy machine), and the record says so.
+        assert 3 <= r["rounds"] <= 10 and r["measure_s"] > 0
+        stopped_by = r["latency_ratio"]["stopped_by"]
+        assert stopped_by in (("rounds", "precision") if r["rounds"] == 3 else ("precision", "max_rounds", "max_seconds"))
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
         assert {"arch", "system", "cpu", "runtime_version", "threads"} <= set(r["machine"])
     base, int8, fp16 = records
@@ -66,7 +70,7 @@ def test_records_say_what_each_phase_cost_and_how_sure_accuracy_is(tiny_run):
         # Memory by phase: the runtime and model after load; inference adds little on top.
         assert 10 < r["rss_after_load_mb"] <= r["peak_rss_inference_mb"] + 1e-9 < 2000
         assert r["peak_rss_mb"] == r["peak_rss_inference_mb"] and r["peak_rss_eval_mb"] > 10
-        assert len(r["latency_rounds"]) == 3 and sum(x["n"] for x in r["latency_rounds"]) == r["latency_ms"]["n"]
+        assert len(r["latency_rounds"]) == r["rounds"] and sum(x["n"] for x in r["latency_rounds"]) == r["latency_ms"]["n"]
         assert {"cpu_mhz", "temp_c", "throttled", "load_avg", "unreadable"} <= set(r["conditions"])
         for key, value in r["conditions"].items():  # a reading is a value, or None with its reason
             if value is None:
@@ -232,30 +236,34 @@ def test_missing_runtime_is_an_error_record_and_the_sweep_goes_on(tmp_path):
 
 
 def test_killed_run_keeps_its_records_and_resume_finishes_without_duplicates(tmp_path):
+    # A (target, runtime)'s records are written together once its interleaved rounds end, so the
+    # run is killed while the second runtime (openvino) is being measured: onnxruntime's five
+    # records are final, openvino's not yet written (its 3 rounds x 5 variants take seconds).
     variants = "".join(f'\n[[variant]]\nname = "v{i}"\nsteps = [{{ method = "quantize", scheme = "fp16" }}]\n' for i in range(4))
-    exp_file = write_experiment(tmp_path, variants=variants, **{"min_seconds = 0.0": "min_seconds = 0.5"})
+    exp_file = write_experiment(tmp_path, variants=variants, **{"min_seconds = 0.0": "min_seconds = 0.5",
+                                                                 'runtimes = ["onnxruntime"]': 'runtimes = ["onnxruntime", "openvino"]'})
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "edgebench", "run", str(exp_file), "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, env=os.environ.copy(), start_new_session=True)
     deadline = time.monotonic() + 240
     records_path = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         found = list(out.glob("*/records.jsonl"))
-        if found and len(read_records(found[0])) >= 2:
+        if found and len(read_records(found[0])) >= 5:
             records_path = found[0]
             break
         time.sleep(0.1)
-    assert records_path is not None, "the run never wrote two records"
+    assert records_path is not None, "the run never wrote the first runtime's five records"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     kept = read_records(records_path)
-    assert 2 <= len(kept) < 5
+    assert 5 <= len(kept) < 10 and {r["runtime"] for r in kept[:5]} == {"onnxruntime"}
     resume = [sys.executable, "-m", "edgebench", "run", "--resume", str(records_path.parent), "--quiet"]  # from the manifest
     done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     final = read_records(records_path)
-    names = [r["variant"] for r in final]
-    assert sorted(names) == sorted(["baseline", "v0", "v1", "v2", "v3"])  # each exactly once
+    pairs = [(r["variant"], r["runtime"]) for r in final]
+    assert sorted(pairs) == sorted((v, rt) for v in ["baseline", "v0", "v1", "v2", "v3"] for rt in ("onnxruntime", "openvino"))
     assert final[: len(kept)] == kept  # what was measured before the kill is untouched
 
 

@@ -91,9 +91,20 @@ def unstructured(model: nn.Module, data: Dataset, cfg: TrainConfig, ratio: float
     model = copy.deepcopy(model).eval()
     params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=ratio)
-    plain_finetune(model, data, cfg, epochs, seed)  # the mask holds through the fine-tune
+    # The masks, then plain weights again: nn.MultiheadAttention reads out_proj.weight without
+    # calling out_proj, so prune's forward pre-hook would not recompute it per step (torch raises
+    # "backward through the graph a second time"); re-applying the masks after each step is the
+    # usual way around it, and holds the mask through the fine-tune the same way.
+    masks = [(m.weight_mask.detach().clone(), m) for m, _ in params]
     for m, p in params:
         prune.remove(m, p)
+
+    def keep_masks():
+        with torch.no_grad():
+            for mask, m in masks:
+                m.weight.mul_(mask)
+
+    plain_finetune(model, data, cfg, epochs, seed, after_step=keep_masks)
     return model.eval()
 
 

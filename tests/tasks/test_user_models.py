@@ -124,5 +124,5 @@ def test_a_user_model_goes_through_every_method_on_every_runtime(name, tmp_path)
         assert all(v["cosine"] > 0.9 for v in int8["fidelity"].values()), int8["fidelity"]
         run = next((tmp_path / name / "runs").iterdir())
         with np.load(run / "outputs" / "int8__local__onnxruntime.npz") as z:
-            assert [z[k].shape for k in z.files] == [(120, 10), (120, 32)]
+            assert [z[k].shape for k in z.files] == [(360, 10), (360, 32)]
 
