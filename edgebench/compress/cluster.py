@@ -67,7 +67,7 @@ class Cluster:
             # clustering on benchmarks/prune_vs_reference.py's Adam-trained models (0.9-2.3
             # points, 1 epoch).
             finetune(model, ctx.data, ctx.train, self.finetune_epochs, lr=self.lr, seed=ctx.seed,
-                     after_step=snap, log=ctx.log, label="cluster fine-tune")  # fmt: skip
+                     after_step=snap, log=ctx.log, label="cluster fine-tune", notes=ctx.notes)  # fmt: skip
         for layer in clustered:
             layer.snap(train_centroids=False)
         ctx.notes.update(codebook_stats(model, clustered, self.bits))

@@ -63,7 +63,7 @@ class LowRank:
             from edgebench.model.train import finetune
 
             finetune(model, ctx.data, ctx.train, self.finetune_epochs, lr=self.lr, seed=ctx.seed,
-                     log=ctx.log, label="lowrank finetune")  # fmt: skip
+                     log=ctx.log, label="lowrank finetune", notes=ctx.notes)  # fmt: skip
         return model
 
 

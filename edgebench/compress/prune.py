@@ -138,7 +138,7 @@ class Prune:
         from edgebench.model.train import finetune
 
         finetune(model, ctx.data, ctx.train, epochs, lr=self.lr, seed=ctx.seed,
-                 after_step=after_step, log=ctx.log, label=f"{label} fine-tune")  # fmt: skip
+                 after_step=after_step, log=ctx.log, label=f"{label} fine-tune", notes=ctx.notes)  # fmt: skip
 
     def _round_epochs(self, r: int) -> int:
         """Spread finetune_epochs over the rounds (later rounds get the remainder)."""

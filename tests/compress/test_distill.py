@@ -65,6 +65,11 @@ def no_width_net(num_classes: int = N_CLASSES, in_channels: int = 1) -> nn.Modul
     return UserNet(num_classes, in_channels)
 
 
+def wrapped_net(num_classes: int = N_CLASSES, in_channels: int = 1, **kw) -> nn.Module:
+    """A user's wrapper passing its keywords on to a model that has no width."""
+    return no_width_net(num_classes, in_channels, **kw)
+
+
 @pytest.fixture(scope="module")
 def data() -> Dataset:
     return tiny_data()
@@ -156,8 +161,23 @@ def test_registry_student_and_factory_without_width(data, teacher):
     student = METHODS.get("distill")(kind="logits", width=0.5, epochs=1).apply(teacher, ctx)
     assert "pruned to width 0.5" in ctx.notes["student_from"]
     assert count_params(student)[0] < count_params(teacher)[0]
+    assert ctx.notes["distill"]["train_lr"] in (ctx.train.lr, ctx.train.lr / 10)  # cut from the teacher: guarded
+    # A training that only raises the student's loss is not kept: at lr 1000 (and 100) the
+    # student stays the teacher cut to width 0.5, as it started.
+    lines: list[str] = []
+    ctx = context(data, teacher, ModelConfig(factory=f"{__name__}:no_width_net"), log=lines.append)
+    blown = METHODS.get("distill")(kind="logits", width=0.5, epochs=1, lr=1000.0).apply(teacher, ctx)
+    assert ctx.notes["distill"]["train_lr"] == 0.0, lines
+    assert ctx.notes["distill"]["train_loss_after"] == ctx.notes["distill"]["train_loss_before"]
+    assert sum("the training loss rose" in line for line in lines) == 2
+    assert torch.isfinite(blown.eval()(torch.as_tensor(data.x_test[:2]))).all()
     x = torch.as_tensor(data.x_test[:2])
     assert student.eval()(x).shape == teacher.eval()(x).shape
+    # A factory whose **kwargs go to a model without width refuses width: the pruned teacher too.
+    ctx = context(data, teacher, ModelConfig(factory=f"{__name__}:wrapped_net"))
+    student = METHODS.get("distill")(kind="logits", width=0.5, epochs=1).apply(teacher, ctx)
+    assert "pruned to width 0.5" in ctx.notes["student_from"] and count_params(student)[0] < count_params(teacher)[0]
+    ctx = context(data, teacher, ModelConfig(factory=f"{__name__}:no_width_net"))
     with pytest.raises(StepError, match="no width argument"):
         METHODS.get("distill")(
             kind="logits", student=f"{__name__}:no_width_net", width=0.5, epochs=1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_nets import TinyNet, tiny_data, trained_tiny
+from tiny_nets import TinyNet, state_equal, tiny_data, trained_tiny
 
 import edgebench.model.train as train_module
 from edgebench.compress import METHODS, StepContext
@@ -50,14 +50,39 @@ def test_fine_tunes_follow_the_training_settings(cfg, name, params, monkeypatch)
     ctx = StepContext(data=TINY, train=cfg, seed=0, log=lambda _: None)
     METHODS.get(name)(**params, finetune_epochs=1).apply(trained_tiny(TINY), ctx)
     assert calls, f"{name} did not fine-tune"
+    assert calls[0][1]["lr"] == cfg.lr  # the training lr, not a fraction of it
     for train_cfg, kw in calls:
         assert train_cfg is cfg  # the user's optimizer, batch size, weight decay
-        assert kw["lr"] == cfg.lr  # the training lr, not a fraction of it
+        assert kw["lr"] in (cfg.lr, cfg.lr / 10)  # a tenth only where the guard retried
         assert kw["schedule"] == ("constant" if cfg.optimizer == "adam" else "hold_cosine")
+    assert ctx.notes["finetune_lr"] in (cfg.lr, cfg.lr / 10, 0.0)
     # An explicit lr still wins.
     calls.clear()
     METHODS.get(name)(**params, finetune_epochs=1, lr=1e-4).apply(trained_tiny(TINY), ctx)
-    assert {kw["lr"] for _, kw in calls} == {1e-4}
+    assert calls[0][1]["lr"] == 1e-4 and {kw["lr"] for _, kw in calls} <= {1e-4, 1e-5}
+
+
+def test_a_fine_tune_that_only_makes_things_worse_is_not_kept():
+    # SGD at lr 1000 (and its tenth) blows any net up: the step's own weights are kept.
+    model, notes, lines = trained_tiny(TINY), {}, []
+    start = copy.deepcopy(model)
+    train_module.finetune(model, TINY, SGD, 1, lr=1000.0, notes=notes, log=lines.append, label="t")
+    assert state_equal(model, start), "a fine-tune that raised the loss was kept"
+    assert notes["finetune_lr"] == 0.0 and notes["finetune_loss_after"] == notes["finetune_loss_before"]
+    rose = [line for line in lines if "the training loss rose" in line]
+    assert len(rose) == 2 and "again at lr 100" in rose[0] and "kept as they were" in rose[1], lines
+
+
+def test_a_fine_tune_that_helps_is_kept_at_the_training_lr():
+    model, notes = trained_tiny(TINY), {}
+    torch.manual_seed(1)
+    with torch.no_grad():  # damaged as a compression step would: noise on every weight
+        for w in model.parameters():
+            w.add_(0.3 * w.std() * torch.randn_like(w))
+    train_module.finetune(model, TINY, SGD, 2, notes=notes)
+    assert notes["finetune_lr"] == SGD.lr
+    assert notes["finetune_loss_after"] < notes["finetune_loss_before"]
+    assert train_module.guard_loss(model, TINY) == pytest.approx(notes["finetune_loss_after"], rel=1e-5)
 
 
 def test_schedules():
