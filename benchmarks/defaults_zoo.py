@@ -272,23 +272,36 @@ def skipped(rows: list[dict]) -> list[str]:
     return [f"  {net} {method}: not applicable: {why[:160]}" for (net, method), why in seen.items()]
 
 
+def gap_verdict(rs: list[dict]) -> tuple[float, float, str]:
+    """Mean gap over seeds (points, > 0: edgebench lost more), its 95 % half-width (paired on
+    the test inputs), and what that says against the 1-point target: "within" (mean <= +1),
+    "n.s." (above +1 but its interval reaches +1: seeds and test inputs cannot tell), "beyond"
+    (the interval is above +1)."""
+    mean, half = paired_interval([(r["ref"], r["eb"]) for r in rs])
+    return mean, half, "within" if mean <= 1.0 else "n.s." if mean - half <= 1.0 else "beyond"
+
+
 def compare_table(rows: list[dict]) -> str:
     head = (f"{'net':<10} {'method':<10} {'baseline':<9} {'base':>6} {'eb drop':>8} {'ref drop':>8} {'gap':>6}  "
-            f"{'per-seed gaps':<20} {'cost eb/ref':>11}")  # fmt: skip
+            f"{'per-seed gaps':<20} {'mean gap ± 95%':>15} {'verdict':<7} {'cost eb/ref':>11}")  # fmt: skip
     lines = [head, "-" * len(head)]
     for (net, method, kind), rs in group(rows).items():
         base = statistics.median(100 * r["base"].mean() for r in rs)
         eb = statistics.median(_pt(r["base"], r["eb"]) for r in rs)
         ref = statistics.median(_pt(r["base"], r["ref"]) for r in rs)
         gaps = [_pt(r["ref"], r["eb"]) for r in rs]
+        mean, half, verdict = gap_verdict(rs)
         cost = ""
         if "cost" in rs[0]:
             cost = "{:.2f}/{:.2f}".format(*(statistics.median(r["cost"][i] for r in rs) for i in (0, 1)))
         seeds = "[" + " ".join(f"{g:+.1f}" for g in gaps) + "]"
         lines.append(f"{net:<10} {method:<10} {kind:<9} {base:>6.1f} {eb:>+8.1f} {ref:>+8.1f} "
-                     f"{statistics.median(gaps):>+6.1f}  {seeds:<20} {cost:>11}")  # fmt: skip
+                     f"{statistics.median(gaps):>+6.1f}  {seeds:<20} {mean:>+8.1f} ± {half:<4.1f} {verdict:<7} "
+                     f"{cost:>11}")  # fmt: skip
     lines.append("drops in points against the baseline (> 0: lost); gap = edgebench's drop - the reference's, "
-                 "median over seeds (> 0: edgebench lost more); cost: MACs (prune-s50) or params after/before")
+                 "median over seeds (> 0: edgebench lost more); mean gap: over seeds, ± its 95 % interval paired "
+                 "on the test inputs; verdict against +1 point: within, n.s. (above, but the interval reaches it), "
+                 "beyond; cost: MACs (prune-s50) or params after/before")
     return "\n".join(lines)
 
 
@@ -316,11 +329,16 @@ def kd_table(rows: list[dict]) -> str:
 
 def summary(rows: list[dict]) -> str:
     groups = group(rows)
-    prune = [(k, statistics.median(_pt(r["ref"], r["eb"]) for r in rs)) for k, rs in groups.items() if k[1] in ON_BOTH]
-    within = [k for k, g in prune if g <= 1.0]
+    prune = [(k, statistics.median(_pt(r["ref"], r["eb"]) for r in rs), gap_verdict(rs))
+             for k, rs in groups.items() if k[1] in ON_BOTH]  # fmt: skip
+    within = [k for k, g, _ in prune if round(g, 1) <= 1.0]  # as printed
     lines = [f"prune within 1 pt of the reference (median gap <= +1.0): {len(within)} of {len(prune)}"]
     lines += skipped(rows)
-    lines += [f"  not: {' '.join(k)} ({g:+.1f})" for k, g in prune if g > 1.0]
+    lines += [f"  not: {' '.join(k)} (median {g:+.1f}; mean {m:+.1f} ± {h:.1f}: {v})" for k, g, (m, h, v) in prune
+              if round(g, 1) > 1.0]  # fmt: skip
+    beyond = [k for k, _, (_, _, v) in prune if v == "beyond"]
+    lines.append(f"prune beyond 1 pt with 95 % confidence (paired over seeds and test inputs): {len(beyond)} of "
+                 f"{len(prune)}{': ' + ', '.join(' '.join(k) for k in beyond) if beyond else ''}")
     kd = [paired_interval([(r["eb"], r["twin"]) for r in rs]) for k, rs in groups.items() if k[1] == "kd"]
     if kd:
         better = sum(m - h > 0 for m, h in kd)
@@ -378,12 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="a folder to keep trained baselines in (off by default: "
                     "the timed run trains them)")
     ap.add_argument("--save", default=None, help="pickle the per-seed rows (correct answers per test input) here")
+    ap.add_argument("--load", default=None, help="print the tables of rows saved by --save (nothing is trained)")
     args = ap.parse_args(argv)
+    if args.load:
+        import pickle
+
+        saved = pickle.loads(Path(args.load).read_bytes())
+        print_tables(saved["rows"], saved["overrides"], len({r["seed"] for r in saved["rows"]}))
+        return 0
     nets = args.nets or (list(QUICK) if args.quick else list(ZOO))
     methods = tuple(args.methods or METHODS)
     overrides = parse_overrides(args.set)
     t0 = time.perf_counter()
-    import torch
 
     rows = run(nets, args.seeds, methods, overrides, args.jobs, log=lambda s: print(s, file=sys.stderr, flush=True),
                cache=args.cache)
@@ -391,17 +415,23 @@ def main(argv: list[str] | None = None) -> int:
         import pickle
 
         Path(args.save).write_bytes(pickle.dumps({"rows": rows, "overrides": overrides}))
+    print_tables(rows, overrides, args.seeds)
+    print(f"({time.perf_counter() - t0:.0f} s; {sum({(r['net'], r['seed']): r['cpu_s'] for r in rows}.values()):.0f} "
+          f"CPU-seconds in the worker processes; load average {os.getloadavg()[0]:.1f} at the end)")
+    return 0
+
+
+def print_tables(rows: list[dict], overrides: dict, seeds: int) -> None:
+    import torch
+
     print(f"edgebench's defaults{' + ' + str(overrides) if overrides else ''} vs plain references, "
-          f"{args.seeds} seeds, torch {torch.__version__}")
+          f"{seeds} seeds, torch {torch.__version__}")
     print(compare_table([r for r in rows if r["method"] != "kd"]))
-    if "kd" in methods:
+    if any(r["method"] == "kd" for r in rows):
         print()
         print(kd_table(rows))
     print()
     print(summary(rows))
-    print(f"({time.perf_counter() - t0:.0f} s; {sum({(r['net'], r['seed']): r['cpu_s'] for r in rows}.values()):.0f} "
-          f"CPU-seconds in the worker processes; load average {os.getloadavg()[0]:.1f} at the end)")
-    return 0
 
 
 if __name__ == "__main__":

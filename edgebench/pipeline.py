@@ -42,7 +42,7 @@ def prepare_run_dir(exp: Experiment, out: Path | None, resume: Path | None) -> t
 
 def load_run_data(exp: Experiment, log):
     """The experiment's data, split and preprocessed as declared; bad data fails here, early."""
-    from edgebench.model.train import prepare_data
+    from edgebench.model.baseline import prepare_data
 
     log(f"data: {exp.data.source} (image_size {exp.data.image_size}), task {exp.task.resolved_kind}")
     data = prepare_data(exp, log)
@@ -90,7 +90,7 @@ def make_all_variants(exp: Experiment, data, run_dir: Path, formats: set[str], l
 
 def baseline_model(exp: Experiment, data, run_dir: Path, log):
     """The trained (or loaded) baseline model; a model that fails here is one clear error."""
-    from edgebench.model.train import train_baseline
+    from edgebench.model.baseline import train_baseline
 
     started = time.perf_counter()
     try:

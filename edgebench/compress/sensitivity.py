@@ -160,7 +160,8 @@ def table(rows: list[dict], metric: str = "accuracy", percent: bool = True) -> s
 
 def main(args) -> int:
     from edgebench.config import load_experiment, require
-    from edgebench.model.train import evaluate, prepare_data, train_baseline
+    from edgebench.model.baseline import prepare_data, train_baseline
+    from edgebench.model.train import evaluate
     from edgebench.progress import Log
 
     require(0 <= args.ratio < 1, f"--ratio {args.ratio}: must be in [0, 1)")

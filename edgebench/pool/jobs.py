@@ -81,7 +81,7 @@ def build(exp, variant, baseline_state: dict, data, run_dir: Path, formats: set[
     import torch
 
     from edgebench.export.variants import build_variant
-    from edgebench.model.train import build_model
+    from edgebench.model.baseline import build_model
 
     torch.set_num_threads(1)
     baseline = build_model(exp, data)
