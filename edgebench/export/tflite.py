@@ -95,7 +95,7 @@ def export_tflite(
 
     started = time.perf_counter()
     notes: list[str] = []  # logged once the converter's output is no longer redirected
-    with _quiet() as captured:
+    with quiet_output() as captured:
         try:
             import litert_torch  # noqa: F401 - imported here so a missing extra is one clear line
             import torch
@@ -278,7 +278,8 @@ def _check_input_shapes(path: Path, shapes: list[tuple[int, ...]]) -> None:
     """Fail now, not on the device, if the file does not take the sample's shapes."""
     from edgebench.device import rt_tflite
 
-    got = [tuple(int(d) for d in detail["shape"]) for detail in rt_tflite.Model(str(path), threads=1).inputs]
+    with quiet_output():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2
+        got = [tuple(int(d) for d in detail["shape"]) for detail in rt_tflite.Model(str(path), threads=1).inputs]
     if got != [tuple(s) for s in shapes]:
         raise ExportError(f"{path.name} takes inputs {got}, expected {[tuple(s) for s in shapes]}")
 
@@ -311,11 +312,12 @@ def verify_tflite(path: Path, model: torch.nn.Module, inputs: ArrayLike) -> dict
     from edgebench.device.runner import predict_all
     from edgebench.model.train import predict_outputs
 
-    try:
-        tflite = rt_tflite.Model(str(path), threads=1)
-    except ImportError as exc:
-        raise ExportError(f"unavailable: ai-edge-litert is not installed ({rt_tflite.INSTALL_HINT})") from exc
-    got = predict_all(tflite, [np.ascontiguousarray(a) for a in as_list(inputs)])
+    with quiet_output():  # LiteRT's delegate line on fd 2, as in _check_input_shapes
+        try:
+            tflite = rt_tflite.Model(str(path), threads=1)
+        except ImportError as exc:
+            raise ExportError(f"unavailable: ai-edge-litert is not installed ({rt_tflite.INSTALL_HINT})") from exc
+        got = predict_all(tflite, [np.ascontiguousarray(a) for a in as_list(inputs)])
     want = predict_outputs(copy.deepcopy(model), inputs)
     if [g.size for g in got] != [w.size for w in want]:
         raise ExportError(f"{Path(path).name} gives outputs {[list(g.shape) for g in got]}, torch gives "
@@ -343,7 +345,7 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[io.StringIO]:
+def quiet_output() -> Iterator[io.StringIO]:
     """Collect the converter's chatter (C++ logs on fd 1/2, progress lines, warnings).
 
     litert-torch prints progress per pass and absl/MLIR log to the raw file descriptors,

@@ -37,13 +37,23 @@ def _importable(module: str) -> bool:
 
 
 def _warm(modules: tuple[str, ...]) -> None:
-    """Import the exporters in the worker while the baseline trains (litert-torch: ~5 s)."""
+    """Import the exporters in the worker while the baseline trains (litert-torch: ~5 s).
+
+    Quietly: litert-torch's imports log to the raw file descriptors (TensorFlow's absl and
+    oneDNN lines, torchao's "Failed to load ..._C_mxfp8...so" for CUDA kernels a CPU build
+    lacks), which the user's terminal would otherwise show on every run, --quiet or not."""
     import importlib
 
     import torch  # noqa: F401
 
-    for module in modules:
-        importlib.import_module(module)
+    from edgebench.export.tflite import quiet_output
+
+    with quiet_output():
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:  # the export itself says how to install it, once, in its record
+                pass
 
 
 def _export_job(fmt: str, model_file: str, request, path: str) -> dict:
