@@ -43,7 +43,9 @@ def test_results_layout(tiny_run):
 
 def test_every_record_has_every_field(tiny_run):
     records = read_records(tiny_run / "records.jsonl")
-    assert [r["variant"] for r in records] == ["baseline", "int8", "fp16"]
+    # The baseline's record comes first; the others as their rounds end (a busy machine may add
+    # rounds to one variant, whose record then comes after the next one's).
+    assert records[0]["variant"] == "baseline" and sorted(r["variant"] for r in records) == ["baseline", "fp16", "int8"]
     for r in records:
         assert set(FIELDS) <= set(r), set(FIELDS) - set(r)
         assert r["status"] == "ok", r["error"]
@@ -57,7 +59,7 @@ def test_every_record_has_every_field(tiny_run):
         assert stopped_by in (("rounds", "precision") if r["rounds"] == 3 else ("precision", "max_rounds", "max_seconds"))
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p90"] <= r["latency_ms"]["p99"]
         assert {"arch", "system", "cpu", "runtime_version", "threads"} <= set(r["machine"])
-    base, int8, fp16 = records
+    base, int8, fp16 = ({r["variant"]: r for r in records}[v] for v in ("baseline", "int8", "fp16"))
     assert base["agreement"] == 1.0 and base["logit_rel_err"] == 0.0
     assert int8["size_bytes"] < 0.7 * base["size_bytes"]
     assert 0 < int8["logit_rel_err"] < 0.2 and int8["agreement"] > 0.9
@@ -216,7 +218,7 @@ def test_resume_retries_error_records_and_keeps_their_lines(tiny_run, tmp_path):
     assert len(history) == 5  # 3 first records, the error, and its retry
     assert [r["status"] for r in history[3:]] == ["error", "ok"]
     latest = read_records(run)
-    assert [(r["variant"], r["status"]) for r in latest] == [("baseline", "ok"), ("int8", "ok"), ("fp16", "ok")]
+    assert sorted((r["variant"], r["status"]) for r in latest) == [("baseline", "ok"), ("fp16", "ok"), ("int8", "ok")]
 
 
 def test_missing_runtime_is_an_error_record_and_the_sweep_goes_on(tmp_path):
