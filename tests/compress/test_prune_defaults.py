@@ -66,6 +66,7 @@ def test_a_fine_tune_that_only_makes_things_worse_is_not_kept():
     # SGD at lr 1000 (and its tenth) blows any net up: the step's own weights are kept.
     model, notes, lines = trained_tiny(TINY), {}, []
     start = copy.deepcopy(model)
+    train_module.recalibrate_bn(start, TINY)  # the fine-tune's first move, deterministic
     train_module.finetune(model, TINY, SGD, 1, lr=1000.0, notes=notes, log=lines.append, label="t")
     assert state_equal(model, start), "a fine-tune that raised the loss was kept"
     assert notes["finetune_lr"] == 0.0 and notes["finetune_loss_after"] == notes["finetune_loss_before"]
@@ -155,3 +156,33 @@ def test_unstructured_prunes_what_torch_global_l1_prunes(user_model):
     assert sum(int((x != y).sum()) for x, y in zip(a, b)) <= 2  # ties at the threshold aside
     shares = [float(x.float().mean()) for x in a]
     assert min(shares) < 0.5 and max(shares) > 0.9  # the ratio is spread, not uniform
+
+
+def test_batchnorm_statistics_are_re_estimated_before_a_fine_tune():
+    # A step changed the weights; the statistics still describe the old net. recalibrate_bn
+    # sets each BatchNorm's running mean/var to those of its inputs over the first training
+    # inputs, and touches nothing else (weights, the model's train/eval flags).
+    model = trained_tiny(TINY)
+    bn = model.stem[1]
+    seen = []
+    hook = bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    with torch.no_grad():
+        model.eval()(torch.as_tensor(TINY.x_train))  # the inputs the first conv gives the first BN
+    hook.remove()
+    x = seen[0]
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.add_(5.0)
+                m.running_var.mul_(9.0)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    model.eval()
+    assert train_module.recalibrate_bn(model, TINY) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert torch.allclose(bn.running_mean, x.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert torch.allclose(bn.running_var, x.var(dim=(0, 2, 3), unbiased=True), rtol=1e-2)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items() if k in weights)
+    assert not any(m.training for m in model.modules()) and bn.momentum == 0.1
+    # The fine-tune does it first and says so in the step's notes.
+    notes: dict = {}
+    train_module.finetune(trained_tiny(TINY), TINY, SGD, 1, notes=notes)
+    assert notes["bn_recalibrated"] == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
