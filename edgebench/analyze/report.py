@@ -42,19 +42,19 @@ if TYPE_CHECKING:
 HELP = "redraw plots and write records.csv, report.html and report.md from a run's records"
 
 # (header, column, scale, digits[, sort column]): what the tables show, in the user's units.
-# A text column may sort by a numeric one.
+# A text column may sort by a numeric one. The columns a choice is made on come first (what, where,
+# how good, how fast, how big), so they are on a laptop's screen; the details follow.
 TABLE = (
-    ("variant", "variant", None, 0), ("steps", "steps_text", None, 0),
-    ("target", "target_text", None, 0), ("runtime", "runtime", None, 0),
-    ("size KB", "size_bytes", 1 / 1024, 4), ("gzip KB", "size_gzip_bytes", 1 / 1024, 4),
-    ("params", "params", 1, 0), ("MACs", "macs", 1, 0),
+    ("variant", "variant", None, 0), ("target", "target_text", None, 0), ("runtime", "runtime", None, 0),
+    ("accuracy %", "accuracy", 100, 4), ("95% CI", "ci_text", None, 0, "accuracy"),
+    ("Δ acc pt", "delta_text", None, 0, "accuracy_delta_pt"),
     ("p50 ms", "latency_ms.p50", 1, 3), ("× baseline", "ratio_text", None, 0, "latency_ratio.value"),
+    ("size KB", "size_bytes", 1 / 1024, 4), ("computes", "ran_text", None, 0),
+    ("steps", "steps_text", None, 0), ("gzip KB", "size_gzip_bytes", 1 / 1024, 4),
+    ("params", "params", 1, 0), ("MACs", "macs", 1, 0),
     ("p90 ms", "latency_ms.p90", 1, 3), ("load ms", "load_s", 1000, 3), ("RSS after load MB", "rss_after_load_mb", 1, 3),
     ("peak RSS inference MB", "peak_rss_mb", 1, 3), ("energy mJ", "energy_mj.value", 1, 3),
-    ("computes", "ran_text", None, 0),
-    ("accuracy %", "accuracy", 100, 4), ("95% CI", "ci_text", None, 0, "accuracy"),
-    ("Δ acc pt", "delta_text", None, 0, "accuracy_delta_pt"), ("n", "n_eval", 1, 0),
-    ("agreement %", "agreement", 100, 4),
+    ("n", "n_eval", 1, 0), ("agreement %", "agreement", 100, 4),
     ("status", "status_text", None, 0),
 )  # fmt: skip
 TEXT_COLUMNS = ("variant", "steps_text", "target_text", "runtime", "ran_text", "ci_text", "delta_text",
@@ -88,7 +88,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["status_text"] = [s if s == "ok" else f"{s}: {e}" for s, e in zip(df["status"], df["error"], strict=False)]
     if not q.delta_column:  # neither accuracy nor a task metric: agreement alone, no difference to show
         df["accuracy_delta_pt"], df["delta_text"], df["ci_text"] = float("nan"), "—", "—"
-    elif q is ACCURACY:
+    elif q == ACCURACY:
         df["accuracy_delta_pt"] = accuracy_delta_pt(df)
         df["delta_text"] = [_delta_text(v, d, p) for v, d, p in
                             zip(df["variant"], df["accuracy_delta_pt"], df["accuracy_delta_p"], strict=False)]
@@ -135,7 +135,7 @@ def _ci_text(ci: Any, scale: float = 100.0) -> str:
 def significance_note(df: pd.DataFrame) -> str:
     q = df.attrs.get("quality", ACCURACY)
     latency = f" {LATENCY_NOTE}" if df["latency_ratio.value"].notna().any() else ""
-    if q is ACCURACY:
+    if q == ACCURACY:
         return SIGNIFICANCE_NOTE + latency
     return (f"Δ {q.name}: {q.name} minus the baseline's on the same target, runtime and inputs "
             f"({'higher' if q.direction > 0 else 'lower'} is better); * when the paired bootstrap's p < "
@@ -145,13 +145,13 @@ def significance_note(df: pd.DataFrame) -> str:
 
 def _drop_text(df: pd.DataFrame) -> str:
     q = df.attrs.get("quality", ACCURACY)
-    return "1 point" if q is ACCURACY else "1 %"
+    return "1 point" if q == ACCURACY else "1 %"
 
 
 def table_spec(df: pd.DataFrame) -> tuple:
     """TABLE, with the task's metric in place of accuracy for a run that is not a classifier's."""
     q = df.attrs.get("quality", ACCURACY)
-    if q is ACCURACY:
+    if q == ACCURACY:
         return TABLE
     swap = {"accuracy %": (q.name, q.column, 1, 4), "95% CI": ("95% CI", "ci_text", None, 0, q.column),
             "Δ acc pt": (f"Δ {q.name}", "delta_text", None, 0, "accuracy_delta_pt")}

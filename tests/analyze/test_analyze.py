@@ -317,6 +317,13 @@ def test_reports_self_contained_with_front_and_errors(tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
     assert html.count("data:image/png;base64,") == 5
     assert "cluster palettes are not supported" in html and "3fa9c1d" in html
+    # A classifier's table is in percent with its Wilson interval and McNemar test (pandas copies
+    # DataFrame.attrs, so the Quality kept there is equal to ACCURACY, not the same object), and
+    # the columns a choice is made on come before the details, on a laptop's screen.
+    headers = re.findall(r'<th data-col="\d+"[^>]*>([^<]*)</th>', html)
+    assert headers[1:10] == ["variant", "target", "runtime", "accuracy %", "95% CI", "Δ acc pt", "p50 ms",
+                             "× baseline", "size KB"], headers
+    assert "McNemar" in html and "Wilson" in html and "bootstrap" not in html.split("<table")[0][-2000:]
     md = (run / "report.md").read_text()
     assert "★" in md and "plots/accuracy_vs_size.png" in md and "cluster palettes" in md
     csv = (run / "records.csv").read_text().splitlines()
