@@ -88,7 +88,9 @@ def run_command(args) -> int:
     if args.json:
         print(json.dumps({"run_dir": str(run_dir), "records": len(records), "errors": failed, "exit": code,
                           "why": why}))
-    elif not args.quiet:
+    elif args.quiet:  # no progress and no table, but where the results are
+        print(f"{len(records)} records ({failed} errors) in {run_dir}/")
+    else:
         print(summary_table(records))
         print(f"\n{len(records)} records ({failed} errors) in {run_dir}/")
         for name in ("report.md", "report.html", "records.jsonl"):

@@ -214,6 +214,7 @@ def test_resume_retries_error_records_and_keeps_their_lines(tiny_run, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgebench", "run", "--resume", str(run), "--quiet"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"3 records (0 errors) in {run}/\n"  # --quiet: no table, but where the results are
     history = read_records(run, history=True)
     assert len(history) == 5  # 3 first records, the error, and its retry
     assert [r["status"] for r in history[3:]] == ["error", "ok"]
