@@ -49,6 +49,7 @@ _SUFFIXES = (
 )  # fmt: skip
 _PREFIXES = ("InsertedPrecisionFreeCast_",)
 _TOKEN = re.compile(r"_token_\d+$")
+INLINED_TAG = "/inlined_"  # export.onnx.name_inlined: `<node>/inlined_<op>_<k>`, a function op's body
 # OpenVINO's reorders: "<src>_abcd_acdb_<dst>" (from one memory layout to another).
 _OV_REORDER = re.compile(r"_(a[b-h]{2,6})_(a[b-h]{2,6})_")
 
@@ -146,6 +147,8 @@ def _candidates(name: str) -> list[str]:
             if cur.endswith(suffix):
                 todo.append(cur[: -len(suffix)])
         todo.append(_TOKEN.sub("", cur))
+        if INLINED_TAG in cur:
+            todo.append(cur[: cur.index(INLINED_TAG)])
         if "," in cur:  # OpenVINO's fused layers list their original names
             todo.extend(part.strip() for part in cur.split(","))
     return seen
@@ -189,7 +192,7 @@ def attribute(name: str, op: str, module_map: dict) -> str:
       runtime inserted, i.e. not named after an ONNX node; OpenVINO's `*_flatten_reshape` of
       grouped-conv weights): LAYOUT.
     - Otherwise the name, then each form with a known rename undone (prefix
-      `InsertedPrecisionFreeCast_`; suffixes `_nchwc`, `_token_<n>`, `/WithoutBiases`,
+      `InsertedPrecisionFreeCast_`; suffixes `_nchwc`, `_token_<n>`, `/inlined_<op>_<k>`, `/WithoutBiases`,
       `/transpose_b`, `/sink_port_0`, `/DequantizationMultiply`, the quantizer's `_quant`,
       `_QuantizeLinear`...; a comma-separated list of fused names) is looked up as an ONNX
       node, a tensor (its producer) or a parameter. A compute op found through a fused activation's output

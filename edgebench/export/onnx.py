@@ -262,6 +262,7 @@ def quantize_onnx(
                     raise ExportError("int8_static needs calibration data")
                 pre = dst.with_suffix(".pre.onnx")
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                name_inlined(pre, src)
                 graph = onnx.load(str(pre), load_external_data=False).graph
                 initializers = {i.name for i in graph.initializer}
                 names = [i.name for i in graph.input if i.name not in initializers]
@@ -284,6 +285,38 @@ def quantize_onnx(
         raise ExportError(f"onnxruntime {scheme} quantization failed: {type(exc).__name__}: {msg[0] if msg else ''}") from None
     _strip_metadata(dst)
     return dst
+
+
+def name_inlined(path: Path, src: Path) -> int:
+    """Name the nodes of the function ops (Mish, ...) that onnxruntime's optimizer inlined in
+    `path` (unnamed Softplus, Tanh, Mul making `_inlfunc_*` tensors, the last one the op's own
+    output) after the op's node in `src`: `<node>/inlined_<op>_<k>`, which the module map reads
+    back (`module_map.INLINED`), so profiles, explain and keep_float find the user's module and
+    not "(unattributed)". Returns how many it named."""
+    import onnx
+
+    from edgebench.export.module_map import INLINED_TAG
+
+    made_by = {t: n.name for n in onnx.load(str(src), load_external_data=False).graph.node for t in n.output}
+    model = onnx.load(str(path), load_external_data=False)
+    nodes = list(model.graph.node)
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for t in node.input:
+            consumers.setdefault(t, []).append(node)
+    origin: dict[int, str] = {}
+    for k, node in reversed(list(enumerate(nodes))):  # the op's own output last: its consumers first
+        if node.name:
+            continue
+        found = next((made_by[t] for t in node.output if t in made_by), None)
+        if found is None and any(t.startswith("_inlfunc_") for t in node.output):
+            found = next((origin[id(c)] for t in node.output for c in consumers.get(t, []) if id(c) in origin), None)
+        if found:
+            origin[id(node)] = found
+            node.name = f"{found}{INLINED_TAG}{node.op_type}_{k}"
+    if origin:
+        onnx.save(model, str(path))
+    return len(origin)
 
 
 def onnx_outputs(path: Path, x: ArrayLike) -> list[np.ndarray]:
