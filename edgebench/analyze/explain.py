@@ -96,9 +96,9 @@ def table(doc: dict, top: int) -> str:
 
 def _explain_place(target, options, run_dir: Path, runtime: str, records: list[dict], args) -> list[dict]:
     """Explain `records` (one target and runtime) against the baseline there, run once."""
-    from edgebench.measure.numerics import explain_on, exposed_tensors
+    from edgebench.measure.numerics import checked_reference, explain_on, exposed_tensors
 
-    reference = exposed_tensors(target, options, run_dir, "baseline", runtime)
+    reference = checked_reference(run_dir, exposed_tensors(target, options, run_dir, "baseline", runtime))
     docs = []
     # The next artifact runs on the target while this one is compared here (the runner is
     # another process); one ahead at most, so only its tensors wait in memory.

@@ -23,9 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.export.exposure import expose, module_units
-from edgebench.export.layer_errors import unit_errors, worst
+from edgebench.export.layer_errors import align, unit_errors, worst
 
 DEFAULT_INPUTS = 300
+# The baseline's own tensor of a module on a runtime, this far (SQNR) from the same module's in
+# its float ONNX model on the host, is another tensor: a converter fused it with a neighbour's or
+# renamed it so that the module map cannot tell it apart (LiteRT, on a net with squeeze-excite
+# gates and residual sums: -1 to 5 dB, where fp32, bf16 and fp16 kernels give 30 dB or more).
+UNMATCHED_DB = 15.0
 EXPOSABLE = {".onnx", ".tflite"}
 NOT_EXPOSED = {
     # Measured with ExecuTorch 1.5.1 (ETDump with a debug buffer, the demo CNN lowered to XNNPACK):
@@ -105,6 +110,31 @@ def exposed_tensors(target, options, run_dir: Path, variant: str, runtime: str) 
             "n": int(result.get("n_eval") or len(outputs[0]))}
 
 
+def checked_reference(run_dir: Path, reference: dict) -> dict:
+    """`reference` (the baseline's `exposed_tensors` on one target and runtime) with `unmatched`:
+    {module: why} for the units whose tensor is not the float model's same module (UNMATCHED_DB),
+    so that no row compares them."""
+    path = Path(run_dir) / "variants" / "baseline" / "model.onnx"
+    mapping, _ = _variant_facts(run_dir, "baseline")
+    if reference.get("status") != "ok" or mapping is None or not path.is_file():
+        return reference
+    from edgebench.device.runner import read_inputs
+    from edgebench.export.float_reference import float_units
+
+    xs = read_inputs(str(Path(run_dir) / "eval.npz"), np, rows=reference["n"])
+    floats = float_units(path, mapping, xs)["tensors"]
+    unmatched = {}
+    for row in unit_errors(reference["spec"]["units"], reference["tensors"], floats):
+        module = row["module"]
+        if module not in floats or module not in reference["tensors"]:
+            continue
+        if align(reference["tensors"][module], floats[module]) is None:
+            unmatched[module] = "its shape differs from the float model's"
+        elif row["sqnr_db"] is not None and row["sqnr_db"] < UNMATCHED_DB:  # None: no error at all
+            unmatched[module] = f"it is {row['sqnr_db']:.1f} dB from the float model's"
+    return {**reference, "unmatched": unmatched}
+
+
 def explain_on(target, options, run_dir: Path, record: dict, reference: dict, got: dict | None = None) -> dict:
     """The explanation document of one measured record against `reference` (what
     `exposed_tensors` gave for the baseline on the same target and runtime); also written to
@@ -141,6 +171,16 @@ def explain_on(target, options, run_dir: Path, record: dict, reference: dict, go
         mapping, _ = _variant_facts(run_dir, variant)
         floats = float_units(own, mapping, xs)
         rows = unit_errors(got["spec"]["units"], mine, theirs, added_ratios(floats, mine, xs), fallback=floats["tensors"])
+    unmatched = reference.get("unmatched", {})
+    feeds = {u["module"]: u.get("inputs", []) for u in got["spec"]["units"]}
+    for row in rows:  # a tensor the baseline's own artifact does not match its float model on
+        why = unmatched.get(row["module"])
+        if why:
+            row.update(exposed=False, sqnr_db=None, cosine=None, max_abs=None, added_db=None, float_sqnr_db=None,
+                       note=f"not compared: the baseline's {rt} tensor for this module is another one ({why}): "
+                            "the converter fused or renamed it")
+        elif row.get("added_db") is not None and any(m in unmatched for m in feeds.get(row["module"], [])):
+            row.update(added_db=None, note="added error unknown: an input's tensor is not matched")
     seen = {r["module"] for r in rows}
     for unit in reference["spec"]["units"]:  # the baseline's units this artifact has no tensor for
         if unit["module"] not in seen:

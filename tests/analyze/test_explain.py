@@ -117,6 +117,7 @@ def test_explain_ranks_the_hostile_layer_first_on_every_runtime(run):
         assert ranked[0]["module"] == "mid", (runtime, ranked[:3])
         # the culprit stands out: every other module adds at least 6 dB less error than it
         assert ranked[1]["added_db"] >= ranked[0]["added_db"] + 6, (runtime, ranked[:3])
+        assert not [r["module"] for r in mine if "not compared" in (r.get("note") or "")], runtime
         exposed = [r for r in mine if r["exposed"] and r["sqnr_db"] is not None]
         assert [r["module"] for r in exposed][-1] == "head"  # the output, compared like the rest
     docs = list((run / "explanations").glob("int8__local__*.json"))
@@ -150,3 +151,26 @@ def test_a_variant_that_cannot_be_explained_is_one_error_row(run, tmp_path):
     assert proc.returncode == 1
     (row,) = json.loads(proc.stdout)
     assert row["status"] == "error" and row["variant"] == "int8" and "model.onnx" in row["error"]
+
+
+def test_a_baseline_tensor_that_is_not_its_float_models_is_never_compared(run):
+    # A converter that fuses a module's output with a neighbour's (LiteRT on squeeze-excite gates
+    # and residual sums) leaves the module map pointing at another tensor; the baseline's own
+    # tensor then disagrees with its float model's, and explain says so instead of ranking it.
+    import numpy as np
+
+    from edgebench.device.runner import read_inputs
+    from edgebench.export.float_reference import float_units
+    from edgebench.measure.numerics import checked_reference
+
+    mapping = json.loads((run / "variants" / "baseline" / "modules.json").read_text())
+    xs = read_inputs(str(run / "eval.npz"), np, rows=64)
+    floats = float_units(run / "variants" / "baseline" / "model.onnx", mapping, xs)
+    tensors = dict(floats["tensors"])
+    tensors["mid"] = tensors["mid"][::-1].copy()  # the same shape, other inputs' values
+    tensors["down.0"] = tensors["stem.0"]  # another shape
+    reference = {"status": "ok", "n": 64, "spec": floats["spec"], "tensors": tensors}
+    unmatched = checked_reference(run, reference)["unmatched"]
+    assert set(unmatched) == {"mid", "down.0"}, unmatched
+    assert "shape" in unmatched["down.0"] and "dB" in unmatched["mid"]
+    assert checked_reference(run, {**reference, "tensors": floats["tensors"]})["unmatched"] == {}
