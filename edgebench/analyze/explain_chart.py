@@ -58,11 +58,11 @@ def draw_explanations(docs: list[dict], path: Path, run_id: str = "") -> Path | 
             order += [r["module"] for r in doc["rows"] if r.get("exposed") and r["module"] not in order]
         for doc in sorted(lines, key=lambda d: (d["target"], d["runtime"])):
             points = _points(doc)
-            xs = [i for i, m in enumerate(order) if m in points]
-            if not xs:
+            if not any(m in points for m in order):
                 continue
-            (line,) = ax.plot(xs, [points[order[i]] for i in xs], marker="o", markersize=3,
-                              label=f"{doc['target']}/{doc['runtime']}")
+            # A gap where a module was not compared (not exposed, or not the float model's tensor).
+            (line,) = ax.plot(range(len(order)), [points.get(m, float("nan")) for m in order], marker="o",
+                              markersize=3, label=f"{doc['target']}/{doc['runtime']}")
             culprit = (doc.get("worst") or [None])[0]
             if culprit in points:
                 x, y = order.index(culprit), points[culprit]
