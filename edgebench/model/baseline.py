@@ -2,7 +2,7 @@
 (cached by a content hash) or the user's own weights checked.
 
     >>> data = prepare_data(exp)
-    >>> model = train_baseline(exp, data, log=print)        # cached by content hash
+    >>> model = train_baseline(exp, data, log=print)        # cached by content hash (model_fingerprint)
 """
 
 from __future__ import annotations
@@ -24,10 +24,29 @@ from edgebench.paths import cache_dir
 from edgebench.tasks.arrays import ArrayLike, call, outputs, to_torch
 
 
-def baseline_key(exp: Experiment, data: Dataset) -> str:
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of what the model is, not what it is called: its module tree, its parameters' and
+    buffers' shapes, and the source of every class in it that is not torch's. A user who edits
+    their model (a layer more, a forward changed) under the same factory name gets a new
+    baseline trained, not the cached weights of the old one (which failed to load, or loaded
+    into a forward they no longer fit)."""
+    import inspect
+
+    parts = [repr(model), *(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in model.state_dict().items())]
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        try:
+            parts.append(inspect.getsource(cls))
+        except (OSError, TypeError):  # defined where no source is kept (an interactive session)
+            parts.append(f"{cls.__module__}.{cls.__qualname__}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def baseline_key(exp: Experiment, data: Dataset, model: nn.Module) -> str:
     """A hash of everything that determines the trained baseline."""
     what = {
-        "model": [exp.model.factory, exp.model.kwargs],
+        "model": [exp.model.factory, exp.model.kwargs, model_fingerprint(model)],
         "data": data.fingerprint(),
         "train": exp.train.__dict__,
         "seed": exp.seed,
@@ -99,7 +118,7 @@ def train_baseline(exp: Experiment, data: Dataset, log: Callable[[str], None] = 
         model.eval()
         check_given_model(model, data, log)
         return model
-    path: Path = cache_dir("models") / f"{exp.model.factory.replace(':', '_')}-{baseline_key(exp, data)}.pt"
+    path: Path = cache_dir("models") / f"{exp.model.factory.replace(':', '_')}-{baseline_key(exp, data, model)}.pt"
     if path.is_file():
         # Our own file, but read as tensors only all the same: a cache folder can be written by others.
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -57,7 +57,7 @@ seed = 0
 
 [model]
 factory = "hostilenet:build"
-kwargs = {{ gap = 6.0 }}   # in the baseline cache's key: edgebench hashes the factory's name, not its code
+kwargs = {{ gap = 6.0 }}
 
 [data]
 source = "digits"
