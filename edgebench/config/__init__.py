@@ -63,7 +63,7 @@ class DataConfig:
 
     source: str = "digits"
     image_size: int | None = None
-    grayscale: bool = True
+    grayscale: bool | None = None  # image folders: None = as the images are (RGB unless every one is gray)
     test_fraction: float = 0.2
     calibration_size: int = 128
     # "none" | "standardize" (the training split's per-channel mean/std) | {mean = [..], std = [..]}

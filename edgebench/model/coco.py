@@ -6,7 +6,7 @@
                                        # annotations [{image_id, category_id, bbox: [x, y, w, h]}],
                                        # categories [{id, name}]
     image_size = 64                    # images resized to this square; boxes scaled with them
-    grayscale = true
+    # grayscale = true                 # default: as the images are (RGB unless every one is gray)
 
 Images are read with Pillow and resized to `image_size` (default 64), boxes scaled to match and
 kept as [x1, y1, x2, y2] pixels; categories become classes 0..K-1 in the order of their ids
@@ -25,7 +25,7 @@ import numpy as np
 from edgebench.errors import ConfigError
 
 
-def load_coco(folder: Path, annotations: Path, size: int, grayscale: bool) -> tuple[np.ndarray, dict, list[str]]:
+def load_coco(folder: Path, annotations: Path, size: int, grayscale: bool | None) -> tuple[np.ndarray, dict, list[str]]:
     """(images float32 0..255 NCHW, {"boxes", "classes"} padded, class names)."""
     from PIL import Image
 
@@ -47,15 +47,21 @@ def load_coco(folder: Path, annotations: Path, size: int, grayscale: bool) -> tu
         raise ConfigError(f"annotations {annotations}: no image with a box to learn from")
     xs, boxes = [], np.zeros((len(images), most, 4), np.float32)
     classes = np.full((len(images), most), -1, np.int64)
+    from edgebench.model.data import read_as_gray
+
+    try:
+        gray = read_as_gray([Path(folder) / img["file_name"] for img in images], grayscale)
+    except OSError as exc:
+        raise ConfigError(f"annotations {annotations}: an image cannot be read ({exc})") from None
     for i, img in enumerate(images):
         path = Path(folder) / img["file_name"]
         try:
-            picture = Image.open(path).convert("L" if grayscale else "RGB")
+            picture = Image.open(path).convert("L" if gray else "RGB")
         except OSError as exc:
             raise ConfigError(f"annotations {annotations}: image {path} cannot be read ({exc})") from None
         width, height = picture.size
         a = np.asarray(picture.resize((size, size)), dtype=np.float32)
-        xs.append(a[None] if grayscale else a.transpose(2, 0, 1))
+        xs.append(a[None] if gray else a.transpose(2, 0, 1))
         scale = np.array([size / width, size / height, size / width, size / height], np.float32)
         for j, ann in enumerate(per_image[img["id"]]):
             x, y, w, h = ann["bbox"]

@@ -187,6 +187,25 @@ def test_image_folder_source(tmp_path):
         load_data(DataConfig(**folder, normalize={"mean": [0.5, 0.5], "std": [0.2, 0.2]}))
 
 
+def test_an_image_folder_is_read_as_its_images_are_unless_told(tmp_path):
+    # RGB photos come as 3 channels (before, every folder was read as grayscale unless
+    # `grayscale = false`), a folder of gray images as 1, and `grayscale` still decides.
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for kind, mode in (("rgb", "RGB"), ("gray", "L")):
+        for label in ("a", "b"):
+            (tmp_path / kind / label).mkdir(parents=True)
+            for i in range(6):
+                shape = (10, 10, 3) if mode == "RGB" else (10, 10)
+                Image.fromarray(rng.integers(0, 255, shape).astype(np.uint8), mode).save(tmp_path / kind / label / f"{i}.png")
+    read = {(kind, gray): load_data(DataConfig(source=str(tmp_path / kind), image_size=8, grayscale=gray,
+                                               calibration_size=2)).x_train.shape[1]
+            for kind in ("rgb", "gray") for gray in (None, True, False)}  # fmt: skip
+    assert read == {("rgb", None): 3, ("rgb", True): 1, ("rgb", False): 3,
+                    ("gray", None): 1, ("gray", True): 1, ("gray", False): 3}  # fmt: skip
+
+
 def test_image_folder_needs_class_folders(tmp_path):
     (tmp_path / "only").mkdir()
     with pytest.raises(ConfigError, match="one sub-folder per class"):
