@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def model_fingerprint(model: nn.Module) -> str:
     into a forward they no longer fit)."""
     import inspect
 
-    parts = [repr(model), *(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in model.state_dict().items())]
+    tree = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(model))  # a function's address in an extra_repr: not the model
+    parts = [tree, *(f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in model.state_dict().items())]
     for cls in sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         if cls.__module__.split(".")[0] == "torch":
             continue
