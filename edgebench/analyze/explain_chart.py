@@ -98,6 +98,9 @@ def summary_rows(docs: list[dict]) -> list[list[str]]:
             continue
         added = {r["module"]: r.get("added_db") for r in doc["rows"]}
         worst = ", ".join(f"{m or '(top level)'} ({added[m]:.1f})" for m in doc.get("worst") or []) or "none measurable"
+        skipped = sum("not compared" in (r.get("note") or "") for r in doc["rows"])
+        if skipped:  # the baseline's tensor for them was not its float model's (explain's check)
+            worst += f"; {skipped} of {len(doc['rows'])} modules not compared (the converter fused their tensors)"
         output = _output_sqnr(doc)
         rows.append([doc["variant"], where, str(doc.get("precision") or ""),
                      "—" if output is None else f"{output:.1f}", worst])

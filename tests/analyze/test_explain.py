@@ -174,3 +174,15 @@ def test_a_baseline_tensor_that_is_not_its_float_models_is_never_compared(run):
     assert set(unmatched) == {"mid", "down.0"}, unmatched
     assert "shape" in unmatched["down.0"] and "dB" in unmatched["mid"]
     assert checked_reference(run, {**reference, "tensors": floats["tensors"]})["unmatched"] == {}
+
+
+def test_the_reports_summary_says_how_many_modules_were_not_compared():
+    from edgebench.analyze.explain_chart import summary_rows
+
+    rows = [{"module": "a", "added_db": 30.0, "sqnr_db": 30.0, "exposed": True},
+            {"module": "b", "added_db": None, "sqnr_db": None, "exposed": False,
+             "note": "not compared: the baseline's tflite tensor for this module is another one"}]  # fmt: skip
+    doc = {"variant": "int8", "target": "local", "runtime": "tflite", "status": "ok", "exposed": True,
+           "precision": "int8", "rows": rows, "worst": ["a"]}  # fmt: skip
+    (row,) = summary_rows([doc])
+    assert row[-1] == "a (30.0); 1 of 2 modules not compared (the converter fused their tensors)"
