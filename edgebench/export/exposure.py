@@ -28,11 +28,10 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from edgebench.export.module_map import QUANT_OPS, source_node
+from edgebench.export.module_map import INLINED_PREFIX, QUANT_OPS, source_node
 
 INPUT = "(input)"
 _DYNAMIC = frozenset({"DynamicQuantizeLinear"})
-_INLINED = "_inlfunc_"  # onnxruntime's prefix for the tensors of a function op's inlined body
 _REMOVABLE = frozenset({"Relu", "Clip"})
 # LiteRT ops that join the unit of the Conv before them, as the module map anchors them in ONNX:
 # a residual sum (often with its activation fused in) or an activation after it.
@@ -174,7 +173,7 @@ def _inlined_into_their_op(nodes: list, unit: list[str | None], consumers: dict[
     the float graph and not after the activation that followed it."""
     for i in reversed(range(len(nodes))):  # consumers first: a graph's nodes are in topological order
         node = nodes[i]
-        if unit[i] is not None or node.op_type in QUANT_OPS or not any(t.startswith(_INLINED) for t in node.output):
+        if unit[i] is not None or node.op_type in QUANT_OPS or not any(t.startswith(INLINED_PREFIX) for t in node.output):
             continue
         todo, seen = [t for t in node.output], set()
         while todo and unit[i] is None:

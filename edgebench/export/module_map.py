@@ -50,6 +50,7 @@ _SUFFIXES = (
 _PREFIXES = ("InsertedPrecisionFreeCast_",)
 _TOKEN = re.compile(r"_token_\d+$")
 INLINED_TAG = "/inlined_"  # export.onnx.name_inlined: `<node>/inlined_<op>_<k>`, a function op's body
+INLINED_PREFIX = "_inlfunc_"  # onnxruntime's prefix for the tensors of a function op it inlined
 # OpenVINO's reorders: "<src>_abcd_acdb_<dst>" (from one memory layout to another).
 _OV_REORDER = re.compile(r"_(a[b-h]{2,6})_(a[b-h]{2,6})_")
 

@@ -291,11 +291,11 @@ def name_inlined(path: Path, src: Path) -> int:
     """Name the nodes of the function ops (Mish, ...) that onnxruntime's optimizer inlined in
     `path` (unnamed Softplus, Tanh, Mul making `_inlfunc_*` tensors, the last one the op's own
     output) after the op's node in `src`: `<node>/inlined_<op>_<k>`, which the module map reads
-    back (`module_map.INLINED`), so profiles, explain and keep_float find the user's module and
+    back (`module_map.INLINED_TAG`), so profiles, explain and keep_float find the user's module and
     not "(unattributed)". Returns how many it named."""
     import onnx
 
-    from edgebench.export.module_map import INLINED_TAG
+    from edgebench.export.module_map import INLINED_PREFIX, INLINED_TAG
 
     made_by = {t: n.name for n in onnx.load(str(src), load_external_data=False).graph.node for t in n.output}
     model = onnx.load(str(path), load_external_data=False)
@@ -309,7 +309,7 @@ def name_inlined(path: Path, src: Path) -> int:
         if node.name:
             continue
         found = next((made_by[t] for t in node.output if t in made_by), None)
-        if found is None and any(t.startswith("_inlfunc_") for t in node.output):
+        if found is None and any(t.startswith(INLINED_PREFIX) for t in node.output):
             found = next((origin[id(c)] for t in node.output for c in consumers.get(t, []) if id(c) in origin), None)
         if found:
             origin[id(node)] = found
