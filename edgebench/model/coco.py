@@ -47,7 +47,7 @@ def load_coco(folder: Path, annotations: Path, size: int, grayscale: bool | None
         raise ConfigError(f"annotations {annotations}: no image with a box to learn from")
     xs, boxes = [], np.zeros((len(images), most, 4), np.float32)
     classes = np.full((len(images), most), -1, np.int64)
-    from edgebench.model.data import read_as_gray
+    from edgebench.model.images import read_as_gray
 
     try:
         gray = read_as_gray([Path(folder) / img["file_name"] for img in images], grayscale)

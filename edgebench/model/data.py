@@ -40,6 +40,7 @@ import numpy as np
 from edgebench.config import DataConfig
 from edgebench.errors import ConfigError
 from edgebench.model.generated import builtin, resize
+from edgebench.model.images import image_folder
 from edgebench.tasks import Task, make_task
 from edgebench.tasks.arrays import (
     ArrayLike,
@@ -50,7 +51,7 @@ from edgebench.tasks.arrays import (
     sample_shapes,
 )
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
 @dataclass
 class Dataset:
     """The splits of one data set, each input array (or `Arrays` of several named inputs)
@@ -237,45 +238,6 @@ def _arrays(arrays: dict, path, task: Task, test_fraction: float, seed: int) -> 
     return _as_inputs(split["x_train"]), y_train, _as_inputs(split["x_test"]), y_test, classes
 
 
-# Pillow modes with one channel (and an alpha): an image folder of these only is read as grayscale.
-GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
-
-
-def read_as_gray(files: list[Path], grayscale: bool | None) -> bool:
-    """`[data] grayscale`, or by default the images as they are: one channel when every image
-    has one, else RGB (Pillow reads a mode from the file's header, without decoding it)."""
-    from PIL import Image
-
-    if grayscale is not None:
-        return grayscale
-    for f in files:
-        with Image.open(f) as img:
-            if img.mode not in GRAY_MODES:
-                return False
-    return True
-
-
-def _image_folder(path: Path, size: int, grayscale: bool | None) -> tuple[np.ndarray, np.ndarray, list]:
-    """Images as float32 0..255 pixels (NCHW), labels by sorted sub-folder name."""
-    from PIL import Image
-
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise ConfigError(f"data {path}: an image folder needs one sub-folder per class (found {len(classes)})")
-    files = [(label, f) for label, name in enumerate(classes) for f in sorted((path / name).iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]  # fmt: skip
-    if not files:
-        raise ConfigError(f"data {path}: no images found (suffixes {sorted(IMAGE_SUFFIXES)})")
-    gray = read_as_gray([f for _, f in files], grayscale)
-    xs, ys = [], []
-    for label, f in files:
-        img = Image.open(f).convert("L" if gray else "RGB").resize((size, size))
-        a = np.asarray(img, dtype=np.float32)
-        xs.append(a[None] if gray else a.transpose(2, 0, 1))
-        ys.append(label)
-    return np.stack(xs), np.array(ys, dtype=np.int64), classes
-
-
 def _per_channel(values: tuple[float, ...], channels: int, key: str) -> np.ndarray:
     if len(values) not in (1, channels):
         plural = "s" if channels != 1 else ""
@@ -334,7 +296,7 @@ def load_data(cfg: DataConfig, seed: int = 0, task: Task | None = None) -> Datas
     else:
         path = Path(cfg.source).expanduser()
         if path.is_dir():
-            x, y, classes = _image_folder(path, cfg.image_size or 32, cfg.grayscale)
+            x, y, classes = image_folder(path, cfg.image_size or 32, cfg.grayscale)
             x_train, x_test, y_train, y_test = train_test_split(
                 x, y, test_size=cfg.test_fraction, random_state=seed, stratify=y
             )
