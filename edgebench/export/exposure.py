@@ -28,7 +28,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from edgebench.export.module_map import INLINED_PREFIX, QUANT_OPS, source_node
+from edgebench.export.module_map import QUANT_OPS, source_node
 
 INPUT = "(input)"
 _DYNAMIC = frozenset({"DynamicQuantizeLinear"})
@@ -76,18 +76,15 @@ def onnx_units(model, mapping: dict) -> list[dict]:
     units_of = module_units(mapping)
     compute = compute_modules(mapping)
     anchors, names = mapping.get("anchors", {}), mapping.get("nodes", {})
-    tensors = mapping.get("tensors", {})
     unit: list[str | None] = []
     for node in nodes:
-        src = None if node.op_type in QUANT_OPS or not node.input else (
-            source_node(node.name, mapping) or next((tensors[t] for t in node.output if t in tensors), None))
+        src = None if node.op_type in QUANT_OPS or not node.input else source_node(node.name, mapping)
         unit.append(None if src is None else names[anchors.get(src, src)])
     producer = {t: i for i, n in enumerate(nodes) for t in n.output}
     consumers: dict[str, list[int]] = defaultdict(list)
     for i, node in enumerate(nodes):
         for t in node.input:
             consumers[t].append(i)
-    _inlined_into_their_op(nodes, unit, consumers)
     inputs = {i.name for i in graph.input}
     outputs = [o.name for o in graph.output]
     for i, node in enumerate(nodes):
@@ -164,28 +161,6 @@ def onnx_units(model, mapping: dict) -> list[dict]:
                       "entering": entering, "_order": last})
     found.sort(key=lambda u: u.pop("_order"))
     return found
-
-
-def _inlined_into_their_op(nodes: list, unit: list[str | None], consumers: dict[str, list[int]]) -> None:
-    """Give the body of a function op that ORT's optimizer inlined before quantizing (Mish ->
-    Softplus, Tanh, Mul: unnamed nodes making `_inlfunc_*` tensors, the last one the op's own
-    output, found by its tensor name) the unit of the op, so a Conv's unit ends where it did in
-    the float graph and not after the activation that followed it."""
-    for i in reversed(range(len(nodes))):  # consumers first: a graph's nodes are in topological order
-        node = nodes[i]
-        if unit[i] is not None or node.op_type in QUANT_OPS or not any(t.startswith(INLINED_PREFIX) for t in node.output):
-            continue
-        todo, seen = [t for t in node.output], set()
-        while todo and unit[i] is None:
-            for c in consumers.get(todo.pop(), []):
-                if c in seen:
-                    continue
-                seen.add(c)
-                if unit[c] is not None:
-                    unit[i] = unit[c]
-                    break
-                if nodes[c].op_type in QUANT_OPS:
-                    todo.extend(nodes[c].output)
 
 
 def expose_onnx(src: Path, dst: Path, mapping: dict) -> dict:

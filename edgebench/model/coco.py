@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import ConfigError
+from edgebench.model.images import read_as_gray
 
 
 def load_coco(folder: Path, annotations: Path, size: int, grayscale: bool | None) -> tuple[np.ndarray, dict, list[str]]:
@@ -47,8 +48,6 @@ def load_coco(folder: Path, annotations: Path, size: int, grayscale: bool | None
         raise ConfigError(f"annotations {annotations}: no image with a box to learn from")
     xs, boxes = [], np.zeros((len(images), most, 4), np.float32)
     classes = np.full((len(images), most), -1, np.int64)
-    from edgebench.model.images import read_as_gray
-
     try:
         gray = read_as_gray([Path(folder) / img["file_name"] for img in images], grayscale)
     except OSError as exc:

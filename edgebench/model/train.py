@@ -202,10 +202,8 @@ def recalibrate_bn(model: nn.Module, data: Dataset, batch_size: int = 256) -> in
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches
         m.train()
-    x = to_torch(data.x_train)
-    n = min(len(data.x_train), GUARD_INPUTS)
-    for i in range(0, n, batch_size):
-        call(model, index(x, torch.arange(i, min(n, i + batch_size))))
+    for x, _, _ in guard_batches(data, batch_size):
+        call(model, x)
     for m, momentum in zip(layers, momenta):
         m.momentum = momentum
     for m, training in was_training.items():
@@ -265,18 +263,25 @@ def guarded_fit(
 GUARD_INPUTS = 2048  # training inputs the fine-tune guard scores (the first ones: the same each time)
 
 
+def guard_batches(data: Dataset, batch_size: int = 256):
+    """(inputs, targets, rows) of the first GUARD_INPUTS training inputs, in batches: what the
+    guard scores and what `recalibrate_bn` estimates BatchNorm statistics on."""
+    n = min(len(data.x_train), GUARD_INPUTS)
+    x, y = to_torch(data.x_train), targets_to_torch(data.y_train)
+    for i in range(0, n, batch_size):
+        idx = torch.arange(i, min(n, i + batch_size))
+        yield index(x, idx), index(y, idx), len(idx)
+
+
 @torch.no_grad()
 def guard_loss(model: nn.Module, data: Dataset, loss_fn: LossFn | None = None, batch_size: int = 256) -> float:
     """The mean of `loss_fn` (else the task's loss) for `model` (eval mode) on the first
     GUARD_INPUTS training inputs."""
     model.eval()
     loss_fn = loss_fn or task_loss(data)
-    n = min(len(data.x_train), GUARD_INPUTS)
-    x, y = to_torch(data.x_train), targets_to_torch(data.y_train)
-    total = 0.0
-    for i in range(0, n, batch_size):
-        idx = torch.arange(i, min(n, i + batch_size))
-        total += float(loss_fn(model, index(x, idx), index(y, idx))) * len(idx)
+    total, n = 0.0, 0
+    for x, y, rows in guard_batches(data, batch_size):
+        total, n = total + float(loss_fn(model, x, y)) * rows, n + rows
     return total / n
 
 
